@@ -1,0 +1,15 @@
+"""Every op schema of i2f_fast, defined once with ``torch.library``.
+
+The schemas exist without any compiled ``.so``: the implementations are registered by the modules in
+``i2f_fast/ops/`` (reference kernels) and, when built, by the C++/CUDA extensions.
+"""
+import torch
+
+lib = torch.library.Library("i2f_fast", "DEF")
+
+# One iteration of B independent conjugate-gradient systems (see i2f_fast/ops/cg_step.py).
+# Mutates x, r, p in place; returns (rr_new, active_new) as new tensors.
+lib.define(
+    "cg_step(Tensor(a!) x, Tensor(b!) r, Tensor(c!) p, Tensor Ap, Tensor rr, Tensor active)"
+    " -> (Tensor, Tensor)"
+)

@@ -1,0 +1,306 @@
+"""Matrix-free mixed second-order products of a model's loss: J v, Jᵀ u, JᵀJ v.
+
+``J = ∂(∇_θ L)/∂x`` is the ``P × D`` Jacobian of the parameter gradient with respect to the input
+(P trainable parameters, D input elements). It is never materialised; every product reuses one
+first-order computation built at construction, so no product re-runs the forward pass.
+
+Strategies (``strategy=``):
+
+* ``"double_backward"`` (default): one ``autograd.grad(..., create_graph=True)`` builds ∇_x L and
+  ∇_θ L with their graph; ``J v = ∇_θ⟨∇_x L, v⟩`` and ``Jᵀ u = ∇_x⟨∇_θ L, u⟩`` are backward passes
+  through that cached graph; batched tangents go through ``is_grads_batched`` (vmap).
+* ``"func"``: ``torch.func`` — forward-over-reverse ``linearize`` for ``J v`` and a cached ``vjp``
+  for ``Jᵀ u``, ``vmap`` for batched tangents.
+
+The default was chosen by ``benchmarks/bench_products.py`` (see ``benchmarks/README.md``).
+
+Per-sample mode (``per_sample=True``) gives each of the N samples its own Jacobian ``J_n`` (the
+paper's batch-of-one setting) and computes the N products together: every trainable parameter is
+replicated N times and the per-sample losses are evaluated with ``torch.func.vmap``, so the mixed
+second derivative is block diagonal and one backward pass serves all samples.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call, linearize, vjp, vmap
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+STRATEGIES = ("double_backward", "func")
+DEFAULT_STRATEGY = "double_backward"
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` pairs with ``requires_grad``, in ``model.parameters()`` order."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def flatten_tensors(tensors: Sequence[torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
+    """Concatenate parameter-shaped tensors into one flat vector per batch entry.
+
+    Args:
+        tensors: tensors shaped ``(*batch, *param_shape_i)``.
+        batch_dims: number of leading batch dimensions shared by all tensors.
+
+    Returns:
+        ``(*batch, P)`` with ``P = Σ_i numel(param_shape_i)``.
+    """
+    batch = tensors[0].shape[:batch_dims]
+    return torch.cat([t.reshape(*batch, -1) for t in tensors], dim=-1)
+
+
+def unflatten_tensors(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
+    """Split ``(*batch, P)`` into views shaped ``(*batch, *shape_i)`` (inverse of :func:`flatten_tensors`)."""
+    sizes = [math.prod(s) for s in shapes]
+    if flat.shape[-1] != sum(sizes):
+        raise ValueError(f"flat vector has {flat.shape[-1]} entries, the parameters have {sum(sizes)}")
+    batch = flat.shape[:-1]
+    return [c.reshape(*batch, *s) for c, s in zip(torch.split(flat, sizes, dim=-1), shapes)]
+
+
+def _check_inputs(model, x, y, loss_fn, per_sample):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point tensor")
+    if x.dim() < 2:
+        raise ValueError(f"x must have a batch dimension: shape (N, ...), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or Inf")
+    if not isinstance(y, torch.Tensor) or y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"y must be a tensor with N={x.shape[0]} entries along dim 0")
+    if loss_fn is None and (y.dtype != torch.int64 or y.dim() != 1):
+        raise TypeError("y must be an int64 tensor of class labels, shape (N,), for the cross-entropy loss")
+    if per_sample:
+        for name, m in model.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+                raise ValueError(
+                    f"per_sample=True with BatchNorm layer '{name}' in training mode: batch statistics "
+                    "couple the samples; call model.eval() first"
+                )
+
+
+class InversionJacobian:
+    """Matrix-free ``J = ∂(∇_θ L)/∂x`` of ``L = loss_fn(model(x), y)`` for any ``nn.Module``.
+
+    Args:
+        model: used as given (train/eval mode is the caller's choice); the parameters are those
+            with ``requires_grad``, in ``model.parameters()`` order.
+        x: ``(N, ...)`` input batch (e.g. NCHW images), same dtype as the parameters.
+        y: ``(N,)`` int64 labels (or whatever ``loss_fn`` expects).
+        loss_fn: ``loss_fn(output, y) -> scalar``; default cross-entropy, mean over the batch.
+        per_sample: treat each sample as its own batch of one (its own ``J_n``).
+        strategy: ``"double_backward"`` or ``"func"`` (see the module docstring).
+
+    Shapes (``S`` = input shape ``x.shape``; per-sample mode adds the sample dim ``N`` to outputs):
+
+    ======================  =========================  ==============================
+    method                  input                      output
+    ======================  =========================  ==============================
+    ``jvp`` (J v)           ``S`` or ``(k, *S)``       ``(P,)`` / ``(k, P)``; per-sample ``(N, P)`` / ``(k, N, P)``
+    ``vjp`` (Jᵀ u)          flat as jvp's output,      ``S`` / ``(k, *S)``
+                            or list of param tensors
+    ``gram`` (JᵀJ v)        ``S`` or ``(k, *S)``       same as input
+    ======================  =========================  ==============================
+
+    Raises:
+        TypeError / ValueError for bad input, naming the argument.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss_fn: LossFn | None = None,
+        *,
+        per_sample: bool = False,
+        strategy: str = DEFAULT_STRATEGY,
+    ):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        _check_inputs(model, x, y, loss_fn, per_sample)
+        named = trainable_parameters(model)
+        if not named:
+            raise ValueError("model has no trainable parameters (none with requires_grad=True)")
+        dtype = named[0][1].dtype
+        if x.dtype != dtype:
+            raise TypeError(f"x is {x.dtype} but the model's parameters are {dtype}; convert one of them")
+        self.model = model
+        self.loss_fn = F.cross_entropy if loss_fn is None else loss_fn
+        self.per_sample = per_sample
+        self.strategy = strategy
+        self.input_shape = tuple(x.shape)
+        self.param_names = [n for n, _ in named]
+        self.param_shapes = [p.shape for _, p in named]
+        self.num_params = sum(p.numel() for _, p in named)
+        self._params = {n: p.detach() for n, p in named}
+        self._x = x.detach()
+        self._y = y
+        self._check_labels()
+        if strategy == "double_backward":
+            self._build_double_backward()
+        else:
+            self._build_func()
+
+    # ----------------------------------------------------------------------------------- set-up
+    @property
+    def batch_dims(self) -> int:
+        """Leading dims of a flat parameter vector: 1 (``N``) in per-sample mode, else 0."""
+        return 1 if self.per_sample else 0
+
+    @property
+    def num_samples(self) -> int:
+        return self.input_shape[0]
+
+    def _check_labels(self):
+        if self.loss_fn is not F.cross_entropy:
+            return
+        with torch.no_grad():
+            out = self.model(self._x[:1])
+        classes = out.shape[-1]
+        if (self._y < 0).any() or (self._y >= classes).any():
+            raise ValueError(f"y contains labels outside [0, {classes}) for a model with {classes} outputs")
+
+    def _sample_loss(self, params, x_n, y_n):
+        """Loss of one sample (per-sample mode): ``x_n`` is ``x.shape[1:]``."""
+        out = functional_call(self.model, params, (x_n.unsqueeze(0),))
+        return self.loss_fn(out, y_n.unsqueeze(0))
+
+    def _batch_loss(self, params, x):
+        return self.loss_fn(functional_call(self.model, params, (x,)), self._y)
+
+    def _build_double_backward(self):
+        x = self._x.clone().requires_grad_(True)
+        if self.per_sample:
+            leaves = {
+                n: p.unsqueeze(0).expand(self.num_samples, *p.shape).clone().requires_grad_(True)
+                for n, p in self._params.items()
+            }
+            losses = vmap(self._sample_loss, in_dims=(0, 0, 0))(leaves, x, self._y)
+            loss = losses.sum()
+            params = list(leaves.values())
+        else:
+            params = [p for _, p in trainable_parameters(self.model)]
+            loss = self.loss_fn(self.model(x), self._y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss at x is not finite ({loss.item()})")
+        grads = torch.autograd.grad(loss, [x] + params, create_graph=True, allow_unused=True)
+        if grads[0] is None:
+            raise ValueError("the loss does not depend on x")
+        self._graph_x, self._graph_params = x, params
+        self._grad_x = grads[0]
+        self._grad_params = [torch.zeros_like(p) if g is None else g for g, p in zip(grads[1:], params)]
+        self.loss = loss.detach()
+        self.gradient = flatten_tensors([g.detach() for g in self._grad_params], self.batch_dims)
+
+    def _build_func(self):
+        if self.per_sample:
+            def grad_fn(x):
+                return vmap(torch.func.grad(self._sample_loss), in_dims=(None, 0, 0))(self._params, x, self._y)
+            losses = vmap(self._sample_loss, in_dims=(None, 0, 0))(self._params, self._x, self._y)
+            self.loss = losses.sum().detach()
+        else:
+            def grad_fn(x):
+                return torch.func.grad(self._batch_loss)(self._params, x)
+            self.loss = self._batch_loss(self._params, self._x).detach()
+        if not torch.isfinite(self.loss):
+            raise FloatingPointError(f"the loss at x is not finite ({self.loss.item()})")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # fx const-folding chatter inside linearize
+            _, self._linear_jvp = linearize(grad_fn, self._x)
+        grads, self._linear_vjp = vjp(grad_fn, self._x)
+        self.gradient = flatten_tensors([grads[n] for n in self.param_names], self.batch_dims)
+
+    # ------------------------------------------------------------------------------- checking
+    def _tangent_batch(self, v: torch.Tensor, name: str) -> bool:
+        """True when ``v`` carries a leading k; validates the shape otherwise."""
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor")
+        if tuple(v.shape) == self.input_shape:
+            return False
+        if tuple(v.shape[1:]) == self.input_shape:
+            return True
+        raise ValueError(f"{name} must have shape {self.input_shape} or (k, *{self.input_shape}), got {tuple(v.shape)}")
+
+    def _param_batch(self, u) -> tuple[list[torch.Tensor], bool]:
+        """Parameter-space input → (list of param-shaped tensors with leading dims, batched?)."""
+        prefix = (self.num_samples,) if self.per_sample else ()
+        if isinstance(u, (list, tuple)):
+            if len(u) != len(self.param_shapes):
+                raise ValueError(f"u has {len(u)} tensors, the model has {len(self.param_shapes)} trainable parameters")
+            first = tuple(u[0].shape)
+            batched = first != prefix + tuple(self.param_shapes[0])
+            lead = first[:1] if batched else ()
+            for i, (t, s) in enumerate(zip(u, self.param_shapes)):
+                if tuple(t.shape) != lead + prefix + tuple(s):
+                    raise ValueError(f"u[{i}] has shape {tuple(t.shape)}, expected {lead + prefix + tuple(s)}")
+            return list(u), batched
+        if not isinstance(u, torch.Tensor):
+            raise TypeError("u must be a flat tensor or a list of parameter-shaped tensors")
+        flat_shape = prefix + (self.num_params,)
+        if tuple(u.shape) == flat_shape:
+            batched = False
+        elif tuple(u.shape[1:]) == flat_shape:
+            batched = True
+        else:
+            raise ValueError(f"u must have shape {flat_shape} or (k, *{flat_shape}), got {tuple(u.shape)}")
+        return unflatten_tensors(u, self.param_shapes), batched
+
+    # ------------------------------------------------------------------------------- products
+    def _jvp_list(self, v: torch.Tensor, batched: bool) -> list[torch.Tensor]:
+        v = v.to(self._x.dtype)
+        if self.strategy == "func":
+            out = vmap(self._linear_jvp)(v) if batched else self._linear_jvp(v)
+            return [out[n] for n in self.param_names]
+        grads = torch.autograd.grad(
+            self._grad_x, self._graph_params, v, retain_graph=True, allow_unused=True, is_grads_batched=batched
+        )
+        lead = (v.shape[0],) if batched else ()
+        return [
+            torch.zeros(lead + tuple(p.shape), dtype=p.dtype, device=p.device) if g is None else g
+            for g, p in zip(grads, self._graph_params)
+        ]
+
+    def _vjp_tensor(self, us: list[torch.Tensor], batched: bool) -> torch.Tensor:
+        if self.strategy == "func":
+            cot = dict(zip(self.param_names, us))
+            return (vmap(self._linear_vjp)(cot) if batched else self._linear_vjp(cot))[0]
+        (out,) = torch.autograd.grad(
+            self._grad_params, self._graph_x, us, retain_graph=True, allow_unused=True, is_grads_batched=batched
+        )
+        if out is None:
+            lead = (us[0].shape[0],) if batched else ()
+            out = torch.zeros(lead + self.input_shape, dtype=self._x.dtype, device=self._x.device)
+        return out
+
+    def jvp(self, v: torch.Tensor) -> torch.Tensor:
+        """``J v``: input direction(s) ``v`` → flat parameter-space vector(s) (see class table)."""
+        batched = self._tangent_batch(v, "v")
+        return flatten_tensors(self._jvp_list(v, batched), self.batch_dims + batched)
+
+    def vjp(self, u) -> torch.Tensor:
+        """``Jᵀ u``: parameter-space vector(s) ``u`` (flat or list) → input-shaped tensor(s)."""
+        us, batched = self._param_batch(u)
+        us = [t.to(self._x.dtype) for t in us]
+        return self._vjp_tensor(us, batched)
+
+    def gram(self, v: torch.Tensor) -> torch.Tensor:
+        """``JᵀJ v``: input-shaped ``v`` (optionally with a leading k) → same shape."""
+        batched = self._tangent_batch(v, "v")
+        return self._vjp_tensor(self._jvp_list(v, batched), batched)
+
+    # ---------------------------------------------------------------------------- conversions
+    def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Parameter-shaped list (optionally with leading dims) → flat ``(..., P)``."""
+        lead = tensors[0].dim() - len(self.param_shapes[0])
+        return flatten_tensors(list(tensors), lead)
+
+    def unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Flat ``(..., P)`` → list of parameter-shaped views with the same leading dims."""
+        return unflatten_tensors(flat, self.param_shapes)
