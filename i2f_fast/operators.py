@@ -255,6 +255,8 @@ class InversionJacobian:
     # ------------------------------------------------------------------------------- products
     def _jvp_list(self, v: torch.Tensor, batched: bool) -> list[torch.Tensor]:
         v = v.to(self._x.dtype)
+        if batched and v.shape[0] == 1:  # a single tangent skips vmap's overhead
+            return [g.unsqueeze(0) for g in self._jvp_list(v[0], False)]
         if self.strategy == "func":
             out = vmap(self._linear_jvp)(v) if batched else self._linear_jvp(v)
             return [out[n] for n in self.param_names]
@@ -268,6 +270,8 @@ class InversionJacobian:
         ]
 
     def _vjp_tensor(self, us: list[torch.Tensor], batched: bool) -> torch.Tensor:
+        if batched and us[0].shape[0] == 1:
+            return self._vjp_tensor([u[0] for u in us], False).unsqueeze(0)
         if self.strategy == "func":
             cot = dict(zip(self.param_names, us))
             return (vmap(self._linear_vjp)(cot) if batched else self._linear_vjp(cot))[0]

@@ -1,0 +1,49 @@
+"""i2f_fast: fast Inversion Influence Function (I²F) — how much private data leaks through gradients.
+
+Quick start::
+
+    import i2f_fast
+    from i2f_fast.models import lenet
+    from i2f_fast.data import digits
+
+    batch = digits(n=1)
+    model = lenet()
+    delta = 1e-2 * torch.randn(sum(p.numel() for p in model.parameters()))
+    print(i2f_fast.i2f(model, batch.images, batch.labels, delta, eps=1.0).value)
+"""
+from .influence import (
+    EigenPairs,
+    ExpectedI2F,
+    I2FResult,
+    InversionInfluence,
+    LowerBoundResult,
+    expected_i2f_sq,
+    i2f,
+    i2f_lower_bound,
+    max_eigenvalue,
+    top_eigenpairs,
+)
+from .operators import InversionJacobian
+from .solvers import CGResult, EigenResult, cg, cgls, lanczos, power_iteration
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CGResult",
+    "EigenPairs",
+    "EigenResult",
+    "ExpectedI2F",
+    "I2FResult",
+    "InversionInfluence",
+    "InversionJacobian",
+    "LowerBoundResult",
+    "cg",
+    "cgls",
+    "expected_i2f_sq",
+    "i2f",
+    "i2f_lower_bound",
+    "lanczos",
+    "max_eigenvalue",
+    "power_iteration",
+    "top_eigenpairs",
+]
