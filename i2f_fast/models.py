@@ -358,6 +358,7 @@ def build_model(
     if init is not None:
         kwargs["init"] = init
     with torch.random.fork_rng(devices=[]):
-                generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
         model = constructor(num_classes=num_classes, generator=generator, **kwargs)
     return model.eval()

@@ -213,6 +213,7 @@ class InversionJacobian:
             raise FloatingPointError(f"the loss at x is not finite ({self.loss.item()})")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # fx const-folding chatter inside linearize
+            warnings.simplefilter("ignore", DeprecationWarning)  # linearize still calls torch.jit.script
             _, self._linear_jvp = linearize(grad_fn, self._x)
         grads, self._linear_vjp = vjp(grad_fn, self._x)
         self.gradient = flatten_tensors([grads[n] for n in self.param_names], self.batch_dims)

@@ -81,8 +81,11 @@ def test_digits_image_size():
 
 @pytest.mark.parametrize(
     "kwargs, argument",
-    [({"n": -1}, "n"), ({"n": 0}, "n"), ({"n": 1798}, "n"), ({"n": 10, "start": 1790}, "n"), ({"n": 1.5}, "n"),
-     ({"start": -1}, "start"), ({"start": 1797}, "start"), ({"start": "0"}, "start"), ({"image_size": 0}, "image_size")],
+    [
+        ({"n": -1}, "n"), ({"n": 0}, "n"), ({"n": 1798}, "n"), ({"n": 10, "start": 1790}, "n"), ({"n": 1.5}, "n"),
+        ({"start": -1}, "start"), ({"start": 1797}, "start"), ({"start": "0"}, "start"),
+        ({"image_size": 0}, "image_size"),
+    ],
 )
 def test_digits_bad_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
@@ -147,7 +150,10 @@ def test_natural_deterministic_per_seed_and_independent_of_start():
 
 @pytest.mark.parametrize(
     "kwargs, argument",
-    [({"n": 0}, "n"), ({"start": data.NATURAL_LENGTH}, "start"), ({"seed": -1}, "seed"), ({"image_size": -4}, "image_size")],
+    [
+        ({"n": 0}, "n"), ({"start": data.NATURAL_LENGTH}, "start"), ({"seed": -1}, "seed"),
+        ({"image_size": -4}, "image_size"),
+    ],
 )
 def test_natural_bad_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=argument):

@@ -1,0 +1,154 @@
+"""InversionJacobian products against the dense float64 jacrev Jacobian."""
+import pytest
+import torch
+import torch.nn as nn
+
+from i2f_fast import InversionJacobian
+from i2f_fast.operators import STRATEGIES, flatten_tensors, unflatten_tensors
+from i2f_fast.testing import assert_close
+
+from conftest import dense_jacobian, make_problem, per_sample_jacobians
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_products_match_dense_jacobian(strategy, name, n):
+    model, x, y = make_problem(name, n)
+    J = dense_jacobian(model, x, y)
+    op = InversionJacobian(model, x, y, strategy=strategy)
+    assert op.num_params == J.shape[0] and op.input_shape == tuple(x.shape)
+    v = torch.randn(x.shape, dtype=x.dtype)
+    vk = torch.randn(4, *x.shape, dtype=x.dtype)
+    u = torch.randn(op.num_params, dtype=x.dtype)
+    uk = torch.randn(4, op.num_params, dtype=x.dtype)
+    scale = J.abs().max().item()
+    assert_close(op.jvp(v), J @ v.reshape(-1), scale=scale)
+    assert_close(op.jvp(vk), vk.reshape(4, -1) @ J.T, scale=scale)
+    assert_close(op.vjp(u).reshape(-1), J.T @ u, scale=scale)
+    assert_close(op.vjp(uk).reshape(4, -1), uk @ J, scale=scale)
+    G = J.T @ J
+    assert_close(op.gram(v).reshape(-1), G @ v.reshape(-1), scale=scale**2)
+    assert_close(op.gram(vk).reshape(4, -1), vk.reshape(4, -1) @ G, scale=scale**2)
+    assert op.gram(vk).shape == vk.shape and op.vjp(u).shape == x.shape
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_per_sample_products_match_per_sample_jacobians(strategy):
+    model, x, y = make_problem("cnn", 3)
+    Js = per_sample_jacobians(model, x, y)
+    op = InversionJacobian(model, x, y, per_sample=True, strategy=strategy)
+    vk = torch.randn(2, *x.shape, dtype=x.dtype)
+    uk = torch.randn(2, 3, op.num_params, dtype=x.dtype)
+    jv, jtu, gram = op.jvp(vk), op.vjp(uk), op.gram(vk)
+    assert jv.shape == (2, 3, op.num_params) and jtu.shape == vk.shape and gram.shape == vk.shape
+    for n, J in enumerate(Js):
+        s = J.abs().max().item()
+        assert_close(jv[:, n], vk[:, n].reshape(2, -1) @ J.T, scale=s)
+        assert_close(jtu[:, n].reshape(2, -1), uk[:, n] @ J, scale=s)
+        assert_close(gram[:, n].reshape(2, -1), vk[:, n].reshape(2, -1) @ (J.T @ J), scale=s * s)
+
+
+def test_gradient_is_the_clean_parameter_gradient():
+    model, x, y = make_problem("cnn", 2)
+    op = InversionJacobian(model, x, y)
+    loss = nn.functional.cross_entropy(model(x), y)
+    g = flatten_tensors(torch.autograd.grad(loss, list(model.parameters())))
+    assert_close(op.gradient, g)
+    assert_close(op.loss, loss.detach())
+
+
+def test_list_input_for_vjp_and_flatten_roundtrip():
+    model, x, y = make_problem("mlp", 2)
+    op = InversionJacobian(model, x, y)
+    u = torch.randn(op.num_params, dtype=x.dtype)
+    parts = op.unflatten(u)
+    assert [p.shape for p in parts] == [p.shape for p in model.parameters()]
+    assert_close(op.flatten(parts), u)
+    assert_close(op.vjp(parts), op.vjp(u))
+    uk = torch.randn(3, op.num_params, dtype=x.dtype)
+    assert_close(op.vjp(op.unflatten(uk)), op.vjp(uk))
+
+
+def test_frozen_parameters_are_excluded():
+    model, x, y = make_problem("mlp", 2)
+    model[0].bias.requires_grad_(False)
+    op = InversionJacobian(model, x, y)
+    assert op.num_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert "0.bias" not in op.param_names
+
+
+def test_unflatten_rejects_wrong_length():
+    with pytest.raises(ValueError, match="entries"):
+        unflatten_tensors(torch.zeros(5), [torch.Size([2, 2])])
+
+
+def test_custom_loss_fn():
+    model, x, _ = make_problem("mlp", 2)
+    target = torch.randn(2, 3, dtype=x.dtype)
+    op = InversionJacobian(model, x, target, loss_fn=nn.functional.mse_loss)
+    v = torch.randn(x.shape, dtype=x.dtype)
+    params = dict(model.named_parameters())
+
+    def flat_grad(xx):
+        loss = nn.functional.mse_loss(torch.func.functional_call(model, params, (xx,)), target)
+        return flatten_tensors(torch.autograd.grad(loss, list(params.values()), create_graph=True))
+
+    expected = torch.autograd.functional.jvp(flat_grad, x, v)[1]
+    assert_close(op.jvp(v), expected)
+
+
+class TestBadInput:
+    def test_x_without_batch_dimension(self):
+        model, x, y = make_problem("mlp", 1)
+        with pytest.raises(ValueError, match="batch dimension"):
+            InversionJacobian(model, x[0], y)
+
+    def test_nonfinite_x(self):
+        model, x, y = make_problem("mlp", 2)
+        x[0, 0] = float("nan")
+        with pytest.raises(ValueError, match="x contains NaN"):
+            InversionJacobian(model, x, y)
+
+    def test_labels_out_of_range(self):
+        model, x, _ = make_problem("mlp", 2)
+        with pytest.raises(ValueError, match="labels outside"):
+            InversionJacobian(model, x, torch.tensor([0, 3]))
+
+    def test_label_count(self):
+        model, x, _ = make_problem("mlp", 2)
+        with pytest.raises(ValueError, match="y must be a tensor with N=2"):
+            InversionJacobian(model, x, torch.tensor([0]))
+
+    def test_no_trainable_parameters(self):
+        model, x, y = make_problem("mlp", 2)
+        model.requires_grad_(False)
+        with pytest.raises(ValueError, match="no trainable parameters"):
+            InversionJacobian(model, x, y)
+
+    def test_dtype_mismatch(self):
+        model, x, y = make_problem("mlp", 2)
+        with pytest.raises(TypeError, match="x is torch.float32"):
+            InversionJacobian(model, x.float(), y)
+
+    def test_per_sample_with_batchnorm_in_training_mode(self):
+        model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)).double().train()
+        x, y = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+        with pytest.raises(ValueError, match="BatchNorm layer '1' in training mode"):
+            InversionJacobian(model, x, y, per_sample=True)
+        InversionJacobian(model.eval(), x, y, per_sample=True)
+
+    def test_unknown_strategy(self):
+        model, x, y = make_problem("mlp", 2)
+        with pytest.raises(ValueError, match="strategy must be one of"):
+            InversionJacobian(model, x, y, strategy="magic")
+
+    def test_wrong_tangent_shapes(self):
+        model, x, y = make_problem("mlp", 2)
+        op = InversionJacobian(model, x, y)
+        with pytest.raises(ValueError, match="v must have shape"):
+            op.jvp(torch.zeros(3, 6, dtype=x.dtype))
+        with pytest.raises(ValueError, match="u must have shape"):
+            op.vjp(torch.zeros(op.num_params + 1, dtype=x.dtype))
+        with pytest.raises(ValueError, match="u has 1 tensors"):
+            op.vjp([torch.zeros(8, 6, dtype=x.dtype)])
