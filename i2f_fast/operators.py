@@ -8,7 +8,8 @@ Strategies (``strategy=``):
 
 * ``"double_backward"`` (default): one ``autograd.grad(..., create_graph=True)`` builds ∇_x L and
   ∇_θ L with their graph; ``J v = ∇_θ⟨∇_x L, v⟩`` and ``Jᵀ u = ∇_x⟨∇_θ L, u⟩`` are backward passes
-  through that cached graph; batched tangents go through ``is_grads_batched`` (vmap).
+  through that cached graph. ``k`` batched tangents use a cached graph of ``k`` independent
+  replicas of the problem (own parameter leaves each), so they cost one batched backward pass.
 * ``"func"``: ``torch.func`` — forward-over-reverse ``linearize`` for ``J v`` and a cached ``vjp``
   for ``Jᵀ u``, ``vmap`` for batched tangents.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -31,6 +32,18 @@ import torch.nn.functional as F
 from torch.func import functional_call, linearize, vjp, vmap
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_MAX_REPLICA_GRAPHS = 2
+
+
+class _Graph(NamedTuple):
+    """A first-order graph kept for double backward: leaves, their gradients (with graph), loss."""
+
+    x: torch.Tensor
+    params: list
+    grad_x: torch.Tensor
+    grad_params: list
+    loss: torch.Tensor
+
 STRATEGIES = ("double_backward", "func")
 DEFAULT_STRATEGY = "double_backward"
 
@@ -175,29 +188,61 @@ class InversionJacobian:
     def _batch_loss(self, params, x):
         return self.loss_fn(functional_call(self.model, params, (x,)), self._y)
 
-    def _build_double_backward(self):
-        x = self._x.clone().requires_grad_(True)
+    def _replicated_loss(self, params, x, copies: int | None):
+        """Sum of the losses of independent copies of the problem (one per tangent / sample).
+
+        ``params`` carry leading dims ``(copies?, N?)`` matching ``x``'s ``(copies?, *S)``; each
+        copy has its own parameter leaves, so its gradient (and every product through it) is
+        independent of the other copies while one batched forward/backward serves them all.
+        """
         if self.per_sample:
-            leaves = {
-                n: p.unsqueeze(0).expand(self.num_samples, *p.shape).clone().requires_grad_(True)
-                for n, p in self._params.items()
-            }
-            losses = vmap(self._sample_loss, in_dims=(0, 0, 0))(leaves, x, self._y)
-            loss = losses.sum()
+            per_copy = vmap(self._sample_loss, in_dims=(0, 0, 0))
+            if copies is None:
+                return per_copy(params, x, self._y).sum()
+            return vmap(per_copy, in_dims=(0, 0, None))(params, x, self._y).sum()
+        if copies is None:
+            return self.loss_fn(self.model(x), self._y)
+        return vmap(self._batch_loss)(params, x).sum()
+
+    def _graph(self, copies: int | None) -> _Graph:
+        """The cached first-order graph, for one problem (``copies=None``) or ``copies`` replicas.
+
+        Replicas serve batched tangents: ``k`` products through a ``k``-replica graph are one
+        batched backward pass (convolutions over ``k·N`` images), ~3× cheaper per tangent on the
+        paper's LeNet than vmapping the single graph (``benchmarks/README.md``, products).
+        Built on first use; the most recent replica graphs are kept.
+        """
+        if copies in self._graphs:
+            return self._graphs[copies]
+        lead = () if copies is None else (copies,)
+        lead_params = lead + ((self.num_samples,) if self.per_sample else ())
+        x = self._x.expand(*lead, *self.input_shape).clone().requires_grad_(True)
+        if lead_params:
+            leaves = {n: p.expand(*lead_params, *p.shape).clone().requires_grad_(True) for n, p in self._params.items()}
             params = list(leaves.values())
         else:
+            leaves = None
             params = [p for _, p in trainable_parameters(self.model)]
-            loss = self.loss_fn(self.model(x), self._y)
+        loss = self._replicated_loss(leaves, x, copies)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss at x is not finite ({loss.item()})")
         grads = torch.autograd.grad(loss, [x] + params, create_graph=True, allow_unused=True)
         if grads[0] is None:
             raise ValueError("the loss does not depend on x")
-        self._graph_x, self._graph_params = x, params
-        self._grad_x = grads[0]
-        self._grad_params = [torch.zeros_like(p) if g is None else g for g, p in zip(grads[1:], params)]
-        self.loss = loss.detach()
-        self.gradient = flatten_tensors([g.detach() for g in self._grad_params], self.batch_dims)
+        grad_params = [torch.zeros_like(p) if g is None else g for g, p in zip(grads[1:], params)]
+        graph = _Graph(x, params, grads[0], grad_params, loss.detach() / (copies or 1))
+        if copies is not None:
+            replicas = [c for c in self._graphs if c is not None]
+            if len(replicas) >= _MAX_REPLICA_GRAPHS:
+                del self._graphs[replicas[0]]
+        self._graphs[copies] = graph
+        return graph
+
+    def _build_double_backward(self):
+        self._graphs: dict[int | None, _Graph] = {}
+        graph = self._graph(None)
+        self.loss = graph.loss
+        self.gradient = flatten_tensors([g.detach() for g in graph.grad_params], self.batch_dims)
 
     def _build_func(self):
         if self.per_sample:
@@ -256,19 +301,14 @@ class InversionJacobian:
     # ------------------------------------------------------------------------------- products
     def _jvp_list(self, v: torch.Tensor, batched: bool) -> list[torch.Tensor]:
         v = v.to(self._x.dtype)
-        if batched and v.shape[0] == 1:  # a single tangent skips vmap's overhead
+        if batched and v.shape[0] == 1:  # a single tangent needs no replica graph / vmap
             return [g.unsqueeze(0) for g in self._jvp_list(v[0], False)]
         if self.strategy == "func":
             out = vmap(self._linear_jvp)(v) if batched else self._linear_jvp(v)
             return [out[n] for n in self.param_names]
-        grads = torch.autograd.grad(
-            self._grad_x, self._graph_params, v, retain_graph=True, allow_unused=True, is_grads_batched=batched
-        )
-        lead = (v.shape[0],) if batched else ()
-        return [
-            torch.zeros(lead + tuple(p.shape), dtype=p.dtype, device=p.device) if g is None else g
-            for g, p in zip(grads, self._graph_params)
-        ]
+        graph = self._graph(v.shape[0] if batched else None)
+        grads = torch.autograd.grad(graph.grad_x, graph.params, v, retain_graph=True, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, graph.params)]
 
     def _vjp_tensor(self, us: list[torch.Tensor], batched: bool) -> torch.Tensor:
         if batched and us[0].shape[0] == 1:
@@ -276,13 +316,9 @@ class InversionJacobian:
         if self.strategy == "func":
             cot = dict(zip(self.param_names, us))
             return (vmap(self._linear_vjp)(cot) if batched else self._linear_vjp(cot))[0]
-        (out,) = torch.autograd.grad(
-            self._grad_params, self._graph_x, us, retain_graph=True, allow_unused=True, is_grads_batched=batched
-        )
-        if out is None:
-            lead = (us[0].shape[0],) if batched else ()
-            out = torch.zeros(lead + self.input_shape, dtype=self._x.dtype, device=self._x.device)
-        return out
+        graph = self._graph(us[0].shape[0] if batched else None)
+        (out,) = torch.autograd.grad(graph.grad_params, graph.x, us, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(graph.x) if out is None else out
 
     def jvp(self, v: torch.Tensor) -> torch.Tensor:
         """``J v``: input direction(s) ``v`` → flat parameter-space vector(s) (see class table)."""
