@@ -22,7 +22,9 @@ second derivative is block diagonal and one backward pass serves all samples.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 import warnings
 from typing import Callable, NamedTuple, Sequence
 
@@ -33,6 +35,17 @@ from torch.func import functional_call, linearize, vjp, vmap
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _MAX_REPLICA_GRAPHS = 2
+_ONEDNN_CHOICES: dict[tuple, bool] = {}  # autotuned oneDNN on/off per problem signature
+
+
+@contextlib.contextmanager
+def _onednn_disabled():
+    """Run CPU convolutions with PyTorch's native kernels instead of oneDNN, restoring the flag after."""
+    previous = torch.backends.mkldnn.set_flags(_enabled=False, _fp32_precision=None)
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.set_flags(_enabled=previous[0], _fp32_precision=None)
 
 
 class _Graph(NamedTuple):
@@ -109,6 +122,10 @@ class InversionJacobian:
         loss_fn: ``loss_fn(output, y) -> scalar``; default cross-entropy, mean over the batch.
         per_sample: treat each sample as its own batch of one (its own ``J_n``).
         strategy: ``"double_backward"`` or ``"func"`` (see the module docstring).
+        onednn: CPU convolution kernels for the products: ``True`` oneDNN, ``False`` PyTorch's
+            native kernels, ``None`` (default) autotune once per model/input signature by timing
+            ``JᵀJ v`` both ways. On the paper's LeNet with one sample the native kernels make the
+            product ~1.9× faster (``benchmarks/README.md``); larger convolutions favour oneDNN.
 
     Shapes (``S`` = input shape ``x.shape``; per-sample mode adds the sample dim ``N`` to outputs):
 
@@ -134,6 +151,7 @@ class InversionJacobian:
         *,
         per_sample: bool = False,
         strategy: str = DEFAULT_STRATEGY,
+        onednn: bool | None = None,
     ):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -160,6 +178,7 @@ class InversionJacobian:
             self._build_double_backward()
         else:
             self._build_func()
+        self.onednn = self._choose_onednn(onednn)
 
     # ----------------------------------------------------------------------------------- set-up
     @property
@@ -263,6 +282,38 @@ class InversionJacobian:
         grads, self._linear_vjp = vjp(grad_fn, self._x)
         self.gradient = flatten_tensors([grads[n] for n in self.param_names], self.batch_dims)
 
+    # ------------------------------------------------------------------------ oneDNN autotune
+    def _choose_onednn(self, requested: bool | None) -> bool:
+        enabled = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+        convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in self.model.modules())
+        if not enabled or not convolutional or self._x.device.type != "cpu":
+            return enabled
+        if requested is not None:
+            return bool(requested)
+        key = (
+            type(self.model).__qualname__, tuple(map(tuple, self.param_shapes)), self.input_shape,
+            self._x.dtype, self.per_sample, self.strategy, torch.get_num_threads(),
+        )
+        if key not in _ONEDNN_CHOICES:
+            _ONEDNN_CHOICES[key] = self._time_onednn()
+        return _ONEDNN_CHOICES[key]
+
+    def _time_onednn(self, rounds: int = 3) -> bool:
+        """True if ``JᵀJ v`` is faster with oneDNN convolutions (first round is a warm-up)."""
+        v = torch.randn(self.input_shape, dtype=self._x.dtype, generator=torch.Generator().manual_seed(0))
+        seconds = {True: [], False: []}
+        for _ in range(rounds):
+            for flag in (True, False):
+                with contextlib.nullcontext() if flag else _onednn_disabled():
+                    start = time.perf_counter()
+                    self._vjp_tensor(self._jvp_list(v, False), False)
+                    seconds[flag].append(time.perf_counter() - start)
+        return min(seconds[True][1:]) <= min(seconds[False][1:])
+
+    def _kernels(self):
+        """Context for the products: oneDNN off when the autotune chose the native kernels."""
+        return contextlib.nullcontext() if self.onednn else _onednn_disabled()
+
     # ------------------------------------------------------------------------------- checking
     def _tangent_batch(self, v: torch.Tensor, name: str) -> bool:
         """True when ``v`` carries a leading k; validates the shape otherwise."""
@@ -323,18 +374,21 @@ class InversionJacobian:
     def jvp(self, v: torch.Tensor) -> torch.Tensor:
         """``J v``: input direction(s) ``v`` → flat parameter-space vector(s) (see class table)."""
         batched = self._tangent_batch(v, "v")
-        return flatten_tensors(self._jvp_list(v, batched), self.batch_dims + batched)
+        with self._kernels():
+            return flatten_tensors(self._jvp_list(v, batched), self.batch_dims + batched)
 
     def vjp(self, u) -> torch.Tensor:
         """``Jᵀ u``: parameter-space vector(s) ``u`` (flat or list) → input-shaped tensor(s)."""
         us, batched = self._param_batch(u)
         us = [t.to(self._x.dtype) for t in us]
-        return self._vjp_tensor(us, batched)
+        with self._kernels():
+            return self._vjp_tensor(us, batched)
 
     def gram(self, v: torch.Tensor) -> torch.Tensor:
         """``JᵀJ v``: input-shaped ``v`` (optionally with a leading k) → same shape."""
         batched = self._tangent_batch(v, "v")
-        return self._vjp_tensor(self._jvp_list(v, batched), batched)
+        with self._kernels():
+            return self._vjp_tensor(self._jvp_list(v, batched), batched)
 
     # ---------------------------------------------------------------------------- conversions
     def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -152,3 +152,26 @@ class TestBadInput:
             op.vjp(torch.zeros(op.num_params + 1, dtype=x.dtype))
         with pytest.raises(ValueError, match="u has 1 tensors"):
             op.vjp([torch.zeros(8, 6, dtype=x.dtype)])
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_conv_kernel_choice_gives_the_same_products_and_restores_the_flag(onednn):
+    model, x, y = make_problem("cnn", 2)
+    J = dense_jacobian(model, x, y)
+    op = InversionJacobian(model, x, y, onednn=onednn)
+    assert op.onednn is onednn or not torch.backends.mkldnn.is_available()
+    v = torch.randn(x.shape, dtype=x.dtype)
+    assert_close(op.gram(v).reshape(-1), J.T @ J @ v.reshape(-1), scale=J.abs().max().item() ** 2)
+    assert torch.backends.mkldnn.enabled, "the global oneDNN flag must be restored"
+
+
+def test_conv_kernel_autotune_is_cached_per_signature():
+    from i2f_fast import operators
+
+    model, x, y = make_problem("cnn", 1)
+    operators._ONEDNN_CHOICES.clear()
+    first = InversionJacobian(model, x, y)
+    assert len(operators._ONEDNN_CHOICES) == (1 if torch.backends.mkldnn.is_available() else 0)
+    assert InversionJacobian(model, x, y).onednn == first.onednn
+    assert len(operators._ONEDNN_CHOICES) <= 1
+    assert InversionJacobian(*make_problem("mlp", 1)).onednn == torch.backends.mkldnn.enabled  # no convolutions
