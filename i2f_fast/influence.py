@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .operators import DEFAULT_STRATEGY, InversionJacobian, LossFn
-from .solvers import cg, cgls, lanczos, power_iteration
+from .solvers import cg, cgls, lanczos, power_iteration, random_on
 
 METHODS = ("cg", "cgls")
 
@@ -284,6 +284,14 @@ class InversionInfluence:
                 self._top[key] = power_iteration(self._flat_gram_rows, self.row_dim, **common)
             else:
                 raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
+            res = self._top[key]
+            if not res.converged.all():
+                warnings.warn(
+                    f"{method}: {int((~res.converged).sum())} eigenpairs did not converge in {res.iterations} "
+                    f"iterations (worst relative Ritz residual {res.residual.max().item():.2e})",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         return self._top[key]
 
     def max_eigenvalue(self, *, method: str = "lanczos") -> torch.Tensor:
@@ -349,7 +357,7 @@ class InversionInfluence:
             raise ValueError("eps must be > 0 for the Hutchinson estimate (JᵀJ is singular when P < D)")
         if num_probes < 2:
             raise ValueError(f"num_probes must be >= 2, got {num_probes}")
-        z = torch.randint(0, 2, (num_probes * n, *self._row_shape), generator=self.generator, device=self._device)
+        z = random_on(self.generator, self._device, torch.randint, 0, 2, (num_probes * n, *self._row_shape))
         z = (2 * z - 1).to(self._dtype)
         s = cg(self._gram_rows, z, eps, tol=tol).x
         est = (s * z).reshape(num_probes, n, -1).sum(-1) - eps * (s * s).reshape(num_probes, n, -1).sum(-1)

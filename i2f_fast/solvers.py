@@ -232,16 +232,24 @@ class EigenResult:
         eigenvectors: ``(B, k, D)`` orthonormal Ritz vectors.
         iterations: Krylov dimension / power iterations used.
         residual: ``(B, k)`` Ritz residual ``‖A y − θ y‖`` relative to ``|θ_max|``.
+        converged: ``(B, k)`` bool, ``residual <= tol``.
     """
 
     eigenvalues: torch.Tensor
     eigenvectors: torch.Tensor
     iterations: int
     residual: torch.Tensor
+    converged: torch.Tensor
+
+
+def random_on(generator, device, fn, *args, **kwargs):
+    """Draw ``fn(*args)`` with ``generator`` on the generator's device, then move it to ``device``."""
+    source = generator.device if generator is not None else device
+    return fn(*args, generator=generator, device=source, **kwargs).to(device)
 
 
 def _start_vector(rows, dim, dtype, device, generator):
-    v = torch.randn(rows, dim, dtype=dtype, device=device, generator=generator)
+    v = random_on(generator, device, torch.randn, rows, dim, dtype=dtype)
     return v / v.norm(dim=1, keepdim=True)
 
 
@@ -322,7 +330,7 @@ def lanczos(
                 break
     theta, S, res = ritz(m)
     vectors = torch.einsum("bmd,bmk->bkd", basis[:, :m], S)
-    return EigenResult(eigenvalues=theta, eigenvectors=vectors, iterations=m, residual=res)
+    return EigenResult(eigenvalues=theta, eigenvectors=vectors, iterations=m, residual=res, converged=res <= tol)
 
 
 def power_iteration(
@@ -361,5 +369,9 @@ def power_iteration(
     theta = (w * v).sum(dim=1)
     res = (w - theta.unsqueeze(1) * v).norm(dim=1) / theta.abs().clamp_min(tiny)
     return EigenResult(
-        eigenvalues=theta.unsqueeze(1), eigenvectors=v.unsqueeze(1), iterations=it, residual=res.unsqueeze(1)
+        eigenvalues=theta.unsqueeze(1),
+        eigenvectors=v.unsqueeze(1),
+        iterations=it,
+        residual=res.unsqueeze(1),
+        converged=res.unsqueeze(1) <= tol,
     )

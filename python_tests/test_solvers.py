@@ -151,3 +151,16 @@ def test_power_iteration_top_eigenvalue():
     A[:, 0, 0] += 20  # a well-separated top eigenvalue
     res = power_iteration(batched_matvec(A), 30, rows=2, dtype=torch.float64, tol=1e-9)
     torch.testing.assert_close(res.eigenvalues[:, 0], torch.linalg.eigvalsh(A)[:, -1], rtol=1e-9, atol=0)
+
+
+def test_cg_reads_the_host_only_every_check_every_iterations(monkeypatch):
+    """The iteration itself has no host sync: bool() on a tensor happens once per check."""
+    A, _ = spd_batch(2, 300, cond=1e4)
+    b = torch.randn(2, 300, dtype=torch.float64)
+    calls = []
+    original = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: calls.append(1) or original(t))
+    res = cg(batched_matvec(A), b, tol=1e-14, max_iter=60, check_every=10)
+    monkeypatch.undo()
+    assert res.iterations.max() == 60
+    assert len(calls) <= 60 // 10 + 2
