@@ -304,15 +304,19 @@ class InversionJacobian:
         seconds = {True: [], False: []}
         for _ in range(rounds):
             for flag in (True, False):
-                with contextlib.nullcontext() if flag else _onednn_disabled():
-                    start = time.perf_counter()
-                    self._vjp_tensor(self._jvp_list(v, False), False)
-                    seconds[flag].append(time.perf_counter() - start)
+                self.onednn = flag  # read by _kernels inside the product
+                start = time.perf_counter()
+                self._vjp_tensor(self._jvp_list(v, False), False)
+                seconds[flag].append(time.perf_counter() - start)
         return min(seconds[True][1:]) <= min(seconds[False][1:])
 
-    def _kernels(self):
-        """Context for the products: oneDNN off when the autotune chose the native kernels."""
-        return contextlib.nullcontext() if self.onednn else _onednn_disabled()
+    def _kernels(self, batched: bool):
+        """Context for a product: oneDNN off when the autotune chose the native kernels.
+
+        Batched products keep the global setting: their replica graphs run grouped convolutions,
+        where the native kernels measured no faster (``benchmarks/README.md``, batched).
+        """
+        return contextlib.nullcontext() if self.onednn or batched else _onednn_disabled()
 
     # ------------------------------------------------------------------------------- checking
     def _tangent_batch(self, v: torch.Tensor, name: str) -> bool:
@@ -355,10 +359,12 @@ class InversionJacobian:
         if batched and v.shape[0] == 1:  # a single tangent needs no replica graph / vmap
             return [g.unsqueeze(0) for g in self._jvp_list(v[0], False)]
         if self.strategy == "func":
-            out = vmap(self._linear_jvp)(v) if batched else self._linear_jvp(v)
+            with self._kernels(batched):
+                out = vmap(self._linear_jvp)(v) if batched else self._linear_jvp(v)
             return [out[n] for n in self.param_names]
         graph = self._graph(v.shape[0] if batched else None)
-        grads = torch.autograd.grad(graph.grad_x, graph.params, v, retain_graph=True, allow_unused=True)
+        with self._kernels(batched):
+            grads = torch.autograd.grad(graph.grad_x, graph.params, v, retain_graph=True, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, graph.params)]
 
     def _vjp_tensor(self, us: list[torch.Tensor], batched: bool) -> torch.Tensor:
@@ -366,29 +372,28 @@ class InversionJacobian:
             return self._vjp_tensor([u[0] for u in us], False).unsqueeze(0)
         if self.strategy == "func":
             cot = dict(zip(self.param_names, us))
-            return (vmap(self._linear_vjp)(cot) if batched else self._linear_vjp(cot))[0]
+            with self._kernels(batched):
+                return (vmap(self._linear_vjp)(cot) if batched else self._linear_vjp(cot))[0]
         graph = self._graph(us[0].shape[0] if batched else None)
-        (out,) = torch.autograd.grad(graph.grad_params, graph.x, us, retain_graph=True, allow_unused=True)
+        with self._kernels(batched):
+            (out,) = torch.autograd.grad(graph.grad_params, graph.x, us, retain_graph=True, allow_unused=True)
         return torch.zeros_like(graph.x) if out is None else out
 
     def jvp(self, v: torch.Tensor) -> torch.Tensor:
         """``J v``: input direction(s) ``v`` → flat parameter-space vector(s) (see class table)."""
         batched = self._tangent_batch(v, "v")
-        with self._kernels():
-            return flatten_tensors(self._jvp_list(v, batched), self.batch_dims + batched)
+        return flatten_tensors(self._jvp_list(v, batched), self.batch_dims + batched)
 
     def vjp(self, u) -> torch.Tensor:
         """``Jᵀ u``: parameter-space vector(s) ``u`` (flat or list) → input-shaped tensor(s)."""
         us, batched = self._param_batch(u)
         us = [t.to(self._x.dtype) for t in us]
-        with self._kernels():
-            return self._vjp_tensor(us, batched)
+        return self._vjp_tensor(us, batched)
 
     def gram(self, v: torch.Tensor) -> torch.Tensor:
         """``JᵀJ v``: input-shaped ``v`` (optionally with a leading k) → same shape."""
         batched = self._tangent_batch(v, "v")
-        with self._kernels():
-            return self._vjp_tensor(self._jvp_list(v, batched), batched)
+        return self._vjp_tensor(self._jvp_list(v, batched), batched)
 
     # ---------------------------------------------------------------------------- conversions
     def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
