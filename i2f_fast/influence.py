@@ -352,7 +352,7 @@ class InversionInfluence:
                 cutoff = lam.amax(dim=1, keepdim=True) * D * torch.finfo(self._dtype).eps
                 terms = torch.where(lam > cutoff, 1 / lam.clamp_min(torch.finfo(self._dtype).tiny), 0)
             value = sigma**2 * terms.sum(dim=1)
-            return ExpectedI2F(value.reshape(vshape), torch.zeros(vshape, dtype=self._dtype), "exact", 0)
+            return ExpectedI2F(value.reshape(vshape), torch.zeros_like(value).reshape(vshape), "exact", 0)
         if eps == 0:
             raise ValueError("eps must be > 0 for the Hutchinson estimate (JᵀJ is singular when P < D)")
         if num_probes < 2:

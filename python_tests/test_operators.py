@@ -175,3 +175,21 @@ def test_conv_kernel_autotune_is_cached_per_signature():
     assert InversionJacobian(model, x, y).onednn == first.onednn
     assert len(operators._ONEDNN_CHOICES) <= 1
     assert InversionJacobian(*make_problem("mlp", 1)).onednn == torch.backends.mkldnn.enabled  # no convolutions
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_model_with_batchnorm_buffers_in_eval_mode(per_sample):
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 3)).double()
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    model.eval()
+    x, y = torch.randn(3, 6, dtype=torch.float64), torch.tensor([0, 2, 1])
+    op = InversionJacobian(model, x, y, per_sample=per_sample)
+    vk = torch.randn(2, *x.shape, dtype=x.dtype)
+    got = op.gram(vk)
+    Js = per_sample_jacobians(model, x, y) if per_sample else [dense_jacobian(model, x, y)]
+    for n, J in enumerate(Js):
+        v = vk[:, n] if per_sample else vk
+        out = got[:, n] if per_sample else got
+        assert_close(out.reshape(2, -1), v.reshape(2, -1) @ (J.T @ J), scale=J.abs().max().item() ** 2)
