@@ -4,16 +4,17 @@
 (P trainable parameters, D input elements). It is never materialised; every product reuses one
 first-order computation built at construction, so no product re-runs the forward pass.
 
-Strategies (``strategy=``):
+Strategies (``strategy=``), all exact; they differ in speed (``benchmarks/bench_products.py``):
 
-* ``"double_backward"`` (default): one ``autograd.grad(..., create_graph=True)`` builds ∇_x L and
-  ∇_θ L with their graph; ``J v = ∇_θ⟨∇_x L, v⟩`` and ``Jᵀ u = ∇_x⟨∇_θ L, u⟩`` are backward passes
+* ``"double_backward"``: one ``autograd.grad(..., create_graph=True)`` builds ∇_x L and ∇_θ L
+  with their graph; ``J v = ∇_θ⟨∇_x L, v⟩`` and ``Jᵀ u = ∇_x⟨∇_θ L, u⟩`` are backward passes
   through that cached graph. ``k`` batched tangents use a cached graph of ``k`` independent
-  replicas of the problem (own parameter leaves each), so they cost one batched backward pass.
-* ``"func"``: ``torch.func`` — forward-over-reverse ``linearize`` for ``J v`` and a cached ``vjp``
-  for ``Jᵀ u``, ``vmap`` for batched tangents.
-
-The default was chosen by ``benchmarks/bench_products.py`` (see ``benchmarks/README.md``).
+  replicas of the problem (own parameter leaves each): one batched backward pass.
+* ``"func"``: ``torch.func`` reverse-over-reverse closures, cached: ``J v`` is the ``vjp`` of
+  ``θ ↦ ∇_x L`` and ``Jᵀ u`` the ``vjp`` of ``x ↦ ∇_θ L``; batched tangents ``vmap`` the closures.
+* ``"auto"`` (default): ``double_backward`` for single tangents of one problem (the fastest single
+  product), the ``func`` closures for batched tangents and in per-sample mode (built on first use;
+  per tangent about 3× cheaper than the replica graph on the paper's LeNet at k = 16).
 
 Per-sample mode (``per_sample=True``) gives each of the N samples its own Jacobian ``J_n`` (the
 paper's batch-of-one setting) and computes the N products together: every trainable parameter is
@@ -25,13 +26,12 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import warnings
 from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call, linearize, vjp, vmap
+from torch.func import functional_call, grad, vjp, vmap
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _MAX_REPLICA_GRAPHS = 2
@@ -48,6 +48,15 @@ def _onednn_disabled():
         torch.backends.mkldnn.set_flags(_enabled=previous[0], _fp32_precision=None)
 
 
+class _Closures(NamedTuple):
+    """``torch.func`` products: ``jvp(v) -> dict`` (J v), ``vjp(dict) -> tensor`` (Jᵀ u), loss, gradient."""
+
+    jvp: Callable
+    vjp: Callable
+    loss: torch.Tensor
+    gradient: list
+
+
 class _Graph(NamedTuple):
     """A first-order graph kept for double backward: leaves, their gradients (with graph), loss."""
 
@@ -57,8 +66,8 @@ class _Graph(NamedTuple):
     grad_params: list
     loss: torch.Tensor
 
-STRATEGIES = ("double_backward", "func")
-DEFAULT_STRATEGY = "double_backward"
+STRATEGIES = ("auto", "double_backward", "func")
+DEFAULT_STRATEGY = "auto"
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -121,7 +130,7 @@ class InversionJacobian:
         y: ``(N,)`` int64 labels (or whatever ``loss_fn`` expects).
         loss_fn: ``loss_fn(output, y) -> scalar``; default cross-entropy, mean over the batch.
         per_sample: treat each sample as its own batch of one (its own ``J_n``).
-        strategy: ``"double_backward"`` or ``"func"`` (see the module docstring).
+        strategy: ``"auto"``, ``"double_backward"`` or ``"func"`` (see the module docstring).
         onednn: CPU convolution kernels for the products: ``True`` oneDNN, ``False`` PyTorch's
             native kernels, ``None`` (default) autotune once per model/input signature by timing
             ``JᵀJ v`` both ways. On the paper's LeNet with one sample the native kernels make the
@@ -174,10 +183,15 @@ class InversionJacobian:
         self._x = x.detach()
         self._y = y
         self._check_labels()
-        if strategy == "double_backward":
-            self._build_double_backward()
+        self._graphs: dict[int | None, _Graph] = {}
+        self._closures: _Closures | None = None
+        if self._uses_closures(batched=False):
+            closures = self._func_closures()
+            self.loss, grads = closures.loss, closures.gradient
         else:
-            self._build_func()
+            graph = self._graph(None)
+            self.loss, grads = graph.loss, [g.detach() for g in graph.grad_params]
+        self.gradient = flatten_tensors(grads, self.batch_dims)
         self.onednn = self._choose_onednn(onednn)
 
     # ----------------------------------------------------------------------------------- set-up
@@ -257,30 +271,48 @@ class InversionJacobian:
         self._graphs[copies] = graph
         return graph
 
-    def _build_double_backward(self):
-        self._graphs: dict[int | None, _Graph] = {}
-        graph = self._graph(None)
-        self.loss = graph.loss
-        self.gradient = flatten_tensors([g.detach() for g in graph.grad_params], self.batch_dims)
+    def _func_closures(self) -> _Closures:
+        """The ``torch.func`` vjp closures for ``J v`` and ``Jᵀ u`` (built once, on first use).
 
-    def _build_func(self):
+        Per-sample mode differentiates ``∇_x L`` with respect to N per-sample parameter copies,
+        so ``J v`` comes out per sample; ``∇_θ L`` is per sample through ``vmap`` over samples.
+        """
+        if self._closures is not None:
+            return self._closures
         if self.per_sample:
-            def grad_fn(x):
-                return vmap(torch.func.grad(self._sample_loss), in_dims=(None, 0, 0))(self._params, x, self._y)
-            losses = vmap(self._sample_loss, in_dims=(None, 0, 0))(self._params, self._x, self._y)
-            self.loss = losses.sum().detach()
+            copies = {n: p.expand(self.num_samples, *p.shape) for n, p in self._params.items()}
+
+            def grad_params_of_x(x):
+                return vmap(grad(self._sample_loss), in_dims=(None, 0, 0))(self._params, x, self._y)
+
+            def grad_x_of_params(params):
+                return vmap(grad(self._sample_loss, argnums=1), in_dims=(0, 0, 0))(params, self._x, self._y)
+
+            loss = vmap(self._sample_loss, in_dims=(None, 0, 0))(self._params, self._x, self._y).sum()
+            primal = copies
         else:
-            def grad_fn(x):
-                return torch.func.grad(self._batch_loss)(self._params, x)
-            self.loss = self._batch_loss(self._params, self._x).detach()
-        if not torch.isfinite(self.loss):
-            raise FloatingPointError(f"the loss at x is not finite ({self.loss.item()})")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # fx const-folding chatter inside linearize
-            warnings.simplefilter("ignore", DeprecationWarning)  # linearize still calls torch.jit.script
-            _, self._linear_jvp = linearize(grad_fn, self._x)
-        grads, self._linear_vjp = vjp(grad_fn, self._x)
-        self.gradient = flatten_tensors([grads[n] for n in self.param_names], self.batch_dims)
+            def grad_params_of_x(x):
+                return grad(self._batch_loss)(self._params, x)
+
+            def grad_x_of_params(params):
+                return grad(self._batch_loss, argnums=1)(params, self._x)
+
+            loss = self._batch_loss(self._params, self._x)
+            primal = self._params
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss at x is not finite ({loss.item()})")
+        grads, vjp_x = vjp(grad_params_of_x, self._x)
+        _, vjp_params = vjp(grad_x_of_params, primal)
+        self._closures = _Closures(
+            jvp=lambda v: vjp_params(v)[0],
+            vjp=lambda u: vjp_x(u)[0],
+            loss=loss.detach(),
+            gradient=[grads[n].detach() for n in self.param_names],
+        )
+        return self._closures
+
+    def _uses_closures(self, batched: bool) -> bool:
+        return self.strategy == "func" or (self.strategy == "auto" and (batched or self.per_sample))
 
     # ------------------------------------------------------------------------ oneDNN autotune
     def _choose_onednn(self, requested: bool | None) -> bool:
@@ -358,9 +390,10 @@ class InversionJacobian:
         v = v.to(self._x.dtype)
         if batched and v.shape[0] == 1:  # a single tangent needs no replica graph / vmap
             return [g.unsqueeze(0) for g in self._jvp_list(v[0], False)]
-        if self.strategy == "func":
+        if self._uses_closures(batched):
+            fn = self._func_closures().jvp
             with self._kernels(batched):
-                out = vmap(self._linear_jvp)(v) if batched else self._linear_jvp(v)
+                out = vmap(fn)(v) if batched else fn(v)
             return [out[n] for n in self.param_names]
         graph = self._graph(v.shape[0] if batched else None)
         with self._kernels(batched):
@@ -370,10 +403,11 @@ class InversionJacobian:
     def _vjp_tensor(self, us: list[torch.Tensor], batched: bool) -> torch.Tensor:
         if batched and us[0].shape[0] == 1:
             return self._vjp_tensor([u[0] for u in us], False).unsqueeze(0)
-        if self.strategy == "func":
+        if self._uses_closures(batched):
+            fn = self._func_closures().vjp
             cot = dict(zip(self.param_names, us))
             with self._kernels(batched):
-                return (vmap(self._linear_vjp)(cot) if batched else self._linear_vjp(cot))[0]
+                return vmap(fn)(cot) if batched else fn(cot)
         graph = self._graph(us[0].shape[0] if batched else None)
         with self._kernels(batched):
             (out,) = torch.autograd.grad(graph.grad_params, graph.x, us, retain_graph=True, allow_unused=True)
