@@ -10,9 +10,9 @@
 
 Before timing, the batched and looped values must agree to rtol 1e-4.
 
-An informative row repeats (a) with the batched candidate built with ``strategy="func"`` (vmap
-over a linearised jvp and a cached vjp; the loop keeps the default strategy). (b) has no such row:
-``strategy="func"`` construction (``linearize`` tracing, ~0.3–0.5 s here) would dominate it.
+An informative row repeats (a) with the batched candidate built with
+``strategy="double_backward"`` (batched tangents through the k-replica autograd graph instead of the
+vmapped ``torch.func`` closures that the default ``auto`` uses); the loop keeps the default.
 
 Run: ``python benchmarks/bench_batched.py [--quick] [--threads N] [--no-csv]``.
 """
@@ -66,18 +66,17 @@ def main(quick: bool = False, write_csv: bool = True, threads: int = 1) -> list[
             f"K={K} deltas: one batched i2f vs {K} i2f calls", c, GOAL_K,
             f"batched {common.fmt_time(c.candidate_s)}, loop {common.fmt_time(c.baseline_s)}; values rel. diff {err:.1e}",
         ))
-        # informative: the same batched solve with strategy="func" (vmap over a linearised jvp and a
-        # cached vjp) against the same default-strategy loop
-        inf_func = InversionInfluence(model, x1, y1, strategy="func")
+        # informative: the same batched solve through the k-replica autograd graph
+        inf_func = InversionInfluence(model, x1, y1, strategy="double_backward")
 
         def batched_k_func():
             return inf_func.i2f(deltas, EPS).value
 
         vf = batched_k_func()
-        assert torch.allclose(vf, vl, rtol=RTOL, atol=0), "strategy='func' batched I²F differs from the loop"
+        assert torch.allclose(vf, vl, rtol=RTOL, atol=0), "strategy='double_backward' batched I²F differs"
         c = common.compare(batched_k_func, loop_k, rounds=rounds, min_round_s=min_round_s)
         rows.append(common.at_least(
-            f"K={K} deltas: batched i2f strategy=func vs {K} default i2f calls", c, None,
+            f"K={K} deltas: batched i2f strategy=double_backward vs {K} default i2f calls", c, None,
             f"batched {common.fmt_time(c.candidate_s)}, loop {common.fmt_time(c.baseline_s)} (informative)",
         ))
 

@@ -6,10 +6,12 @@ PyTorch's default settings. The product is ``InversionJacobian(...).gram(v)`` on
 once (construction, including any kernel autotuning, not timed).
 
 Rows, each at 1 and 2 threads:
-  * ``gram/G`` with the library defaults (strategy ``double_backward``, CPU convolution kernels as
-    the library picks them) against G with PyTorch's defaults: goal <= 2.5;
-  * ``gram/G`` for ``func`` (informative) and ``func/double_backward`` = time of the ``func``
-    product over the ``double_backward`` one (> 1: double_backward is faster; documents the default);
+  * ``gram/G`` with the library defaults (strategy ``auto``, CPU convolution kernels as the
+    library picks them) against G with PyTorch's defaults: goal <= 2.5;
+  * ``gram/G`` for every strategy (informative) and ``func/double_backward`` = time of the ``func``
+    product over the ``double_backward`` one (> 1: double_backward is faster for one tangent);
+  * the cost per tangent of one batched product on ``k = 16`` tangents, per strategy (documents
+    why ``auto`` sends batched tangents to the ``func`` closures);
   * the same ``gram/G`` ratios with oneDNN forced on and forced off for BOTH G
     (``torch.backends.mkldnn.flags(enabled=...)``) and the product (``InversionJacobian(...,
     onednn=...)`` where the library has that option, else the same flags context around
@@ -20,7 +22,7 @@ Run: ``python benchmarks/bench_products.py [--quick] [--no-csv]``.
 """
 from __future__ import annotations
 
-import inspect
+import contextlib
 import sys
 from pathlib import Path
 
@@ -31,11 +33,11 @@ import torch.nn.functional as F  # noqa: E402
 
 import common  # noqa: E402
 from i2f_fast import InversionJacobian  # noqa: E402
+from i2f_fast.operators import DEFAULT_STRATEGY as DEFAULT  # noqa: E402
+from i2f_fast.operators import STRATEGIES  # noqa: E402
 
-STRATEGIES = ("double_backward", "func")
-DEFAULT = "double_backward"
 GOAL_GRAM_OVER_G = 2.5
-HAS_ONEDNN_OPTION = "onednn" in inspect.signature(InversionJacobian).parameters
+BATCH = 16
 
 
 def onednn(enabled: bool):
@@ -57,12 +59,8 @@ def reference_gram(model, x, y, v):
 
 def build(model, x, y, strategy, kernels):
     """``InversionJacobian`` with ``kernels`` = None (library default), True / False (oneDNN on / off)."""
-    if kernels is None:
-        return InversionJacobian(model, x, y, strategy=strategy)
-    with onednn(kernels):
-        if HAS_ONEDNN_OPTION:
-            return InversionJacobian(model, x, y, strategy=strategy, onednn=kernels)
-        return InversionJacobian(model, x, y, strategy=strategy)
+    with contextlib.nullcontext() if kernels is None else onednn(kernels):
+        return InversionJacobian(model, x, y, strategy=strategy, onednn=kernels)
 
 
 def main(quick: bool = False, write_csv: bool = True) -> list[common.Row]:
@@ -71,6 +69,7 @@ def main(quick: bool = False, write_csv: bool = True) -> list[common.Row]:
     model, x, y = common.lenet_problem(1)
     params = list(model.parameters())
     v = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    vk = torch.randn(BATCH, *x.shape, generator=torch.Generator().manual_seed(2))
 
     def gradient():
         loss = F.cross_entropy(model(x), y)
@@ -100,7 +99,7 @@ def main(quick: bool = False, write_csv: bool = True) -> list[common.Row]:
                     err = ((out - ref).norm() / ref.norm()).item()
                     assert err < 1e-4, f"gram({s}, {tags[kernels]}) differs from the reference: rel. err {err:.2e}"
             picked = getattr(ops[DEFAULT, None], "onednn", None)
-            print(f"[{threads} thread(s)] correctness: gram of both strategies, every kernel choice, matches a "
+            print(f"[{threads} thread(s)] correctness: gram of every strategy, every kernel choice, matches a "
                   f"fresh double-backward JᵀJv (rel. err < 1e-4); P = {ops[DEFAULT, None].num_params}; "
                   f"library kernel choice: {'n/a' if picked is None else ('oneDNN' if picked else 'native')}")
 
@@ -129,6 +128,18 @@ def main(quick: bool = False, write_csv: bool = True) -> list[common.Row]:
                     f"func/double_backward gram time [{tag}]", c.ratio, None, None,
                     f"{'double_backward' if c.ratio > 1 else 'func'} is faster; db {common.fmt_time(c.candidate_s)}, "
                     f"func {common.fmt_time(c.baseline_s)}" + common.noise_note(c),
+                    c.candidate_s, c.baseline_s, c.threads,
+                ))
+            # batched products: cost per tangent of one product on BATCH tangents (library kernels)
+            G = in_ctx(None, gradient)
+            for s in STRATEGIES:
+                J = ops[s, None]
+                c = common.compare(lambda J=J: J.gram(vk), G, **kw)
+                cost = 1 / c.ratio / BATCH
+                rows.append(common.Row(
+                    f"gram/G per tangent, k={BATCH} batched, {s}", cost, None, None,
+                    f"batched gram {common.fmt_time(c.candidate_s)}, G {common.fmt_time(c.baseline_s)}"
+                    + common.noise_note(c),
                     c.candidate_s, c.baseline_s, c.threads,
                 ))
             # oneDNN off (candidate) vs on (baseline), for G and for the default-strategy product
