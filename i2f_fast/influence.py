@@ -269,7 +269,13 @@ class InversionInfluence:
         vshape = self._values_shape(d.shape[0], batched)
         jt_norm = self._to_rows(b).reshape(-1, self.row_dim).norm(dim=1).reshape(vshape)
         lam = self.max_eigenvalue(method=method)
-        return LowerBoundResult(value=jt_norm / lam, jt_delta_norm=jt_norm, lambda_max=lam)
+        value = jt_norm / lam
+        if not torch.isfinite(value).all():
+            raise FloatingPointError(
+                "I²F lower bound is not finite: λ_max(JᵀJ) is 0 for some sample (the loss is flat in x, "
+                "e.g. a saturated softmax) or the products overflow"
+            )
+        return LowerBoundResult(value=value, jt_delta_norm=jt_norm, lambda_max=lam)
 
     # ---------------------------------------------------------------------- spectrum
     def _eigen(self, k: int, method: str):

@@ -203,6 +203,15 @@ class TestBadInput:
         with pytest.raises(FloatingPointError, match="not finite"):
             inf.i2f(1e10 * torch.ones(inf.jacobian.num_params))
 
+    def test_lower_bound_with_a_flat_loss_is_reported(self):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.Linear(4, 4)).double().eval()
+        nn.init.zeros_(model[1].weight)
+        model[1].requires_grad_(False)  # the trainable layer never sees x: J = 0, λ_max = 0
+        x, y = torch.randn(1, 1, 8, 8, dtype=torch.float64), torch.tensor([1])
+        inf = InversionInfluence(model, x, y)
+        with pytest.raises(FloatingPointError, match="λ_max"):
+            inf.lower_bound(torch.ones(inf.jacobian.num_params, dtype=torch.float64))
+
     def test_warns_when_not_converged(self):
         with pytest.warns(RuntimeWarning, match="did not reach tol"):
             self.inf.i2f(torch.randn(self.P, dtype=torch.float64), eps=1e-6, max_iter=2)
