@@ -193,3 +193,39 @@ def test_model_with_batchnorm_buffers_in_eval_mode(per_sample):
         v = vk[:, n] if per_sample else vk
         out = got[:, n] if per_sample else got
         assert_close(out.reshape(2, -1), v.reshape(2, -1) @ (J.T @ J), scale=J.abs().max().item() ** 2)
+
+
+class TinyResidual(nn.Module):
+    """Conv → BatchNorm (eval) → in-place ReLU → residual add → avg-pool → Linear (a ResNet block)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.bn = nn.BatchNorm2d(2)
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Linear(2, 3)
+
+    def forward(self, x):
+        h = self.relu(self.bn(self.conv(x))) + x
+        return self.head(torch.tanh(h).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_residual_block_with_inplace_relu_and_batchnorm(strategy, per_sample):
+    torch.manual_seed(5)
+    model = TinyResidual().double()
+    model.bn.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x, y = torch.randn(2, 2, 5, 5, dtype=torch.float64), torch.tensor([0, 2])
+    op = InversionJacobian(model, x, y, per_sample=per_sample, strategy=strategy)
+    vk = torch.randn(3, *x.shape, dtype=x.dtype)
+    Js = per_sample_jacobians(model, x, y) if per_sample else [dense_jacobian(model, x, y)]
+    got_k, got_1 = op.gram(vk), op.gram(vk[0])
+    for n, J in enumerate(Js):
+        v = vk[:, n] if per_sample else vk
+        out = got_k[:, n] if per_sample else got_k
+        one = got_1[n] if per_sample else got_1
+        scale = J.abs().max().item() ** 2
+        assert_close(out.reshape(3, -1), v.reshape(3, -1) @ (J.T @ J), scale=scale)
+        assert_close(one.reshape(-1), (J.T @ J) @ v[0].reshape(-1), scale=scale)
