@@ -24,6 +24,7 @@ second derivative is block diagonal and one backward pass serves all samples.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import time
 from typing import Callable, NamedTuple, Sequence
@@ -38,14 +39,20 @@ _MAX_REPLICA_GRAPHS = 2
 _ONEDNN_CHOICES: dict[tuple, bool] = {}  # autotuned oneDNN on/off per problem signature
 
 
+# set_flags() resets the oneDNN fp32 precision unless told not to (torch >= 2.9 has the argument).
+_KEEP_PRECISION = (
+    {"_fp32_precision": None} if "_fp32_precision" in inspect.signature(torch.backends.mkldnn.set_flags).parameters else {}
+)
+
+
 @contextlib.contextmanager
 def _onednn_disabled():
     """Run CPU convolutions with PyTorch's native kernels instead of oneDNN, restoring the flag after."""
-    previous = torch.backends.mkldnn.set_flags(_enabled=False, _fp32_precision=None)
+    previous = torch.backends.mkldnn.set_flags(_enabled=False, **_KEEP_PRECISION)
     try:
         yield
     finally:
-        torch.backends.mkldnn.set_flags(_enabled=previous[0], _fp32_precision=None)
+        torch.backends.mkldnn.set_flags(_enabled=previous[0], **_KEEP_PRECISION)
 
 
 class _Closures(NamedTuple):
