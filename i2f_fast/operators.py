@@ -125,6 +125,27 @@ def _check_inputs(model, x, y, loss_fn, per_sample):
                     f"per_sample=True with BatchNorm layer '{name}' in training mode: batch statistics "
                     "couple the samples; call model.eval() first"
                 )
+            if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+                raise ValueError(
+                    f"per_sample=True with Dropout layer '{name}' in training mode: each sample would need "
+                    "its own random mask; call model.eval() first"
+                )
+
+
+def _stateful_in_training(model: nn.Module) -> str | None:
+    """Name of a module whose training-mode forward mutates state or draws randomness, if any.
+
+    Such a forward cannot run under ``torch.func`` transforms (BatchNorm updates its running
+    statistics in place, Dropout draws a mask per call), so batched products loop over tangents.
+    """
+    for name, m in model.named_modules():
+        if not m.training:
+            continue
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            return name
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return name
+    return None
 
 
 class InversionJacobian:
@@ -190,6 +211,13 @@ class InversionJacobian:
         self._x = x.detach()
         self._y = y
         self._check_labels()
+        stateful = _stateful_in_training(model)
+        if stateful is not None and strategy == "func":
+            raise ValueError(
+                f"strategy='func' needs a functional forward, but module '{stateful}' is in training mode "
+                "(BatchNorm statistics / Dropout); use strategy='auto' or call model.eval()"
+            )
+        self._functional = stateful is None
         self._graphs: dict[int | None, _Graph] = {}
         self._closures: _Closures | None = None
         if self._uses_closures(batched=False):
@@ -214,9 +242,14 @@ class InversionJacobian:
     def _check_labels(self):
         if self.loss_fn is not F.cross_entropy:
             return
-        with torch.no_grad():
-            out = self.model(self._x[:1])
-        classes = out.shape[-1]
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()  # shape probe only: no BatchNorm statistics update, batch of one allowed
+        try:
+            with torch.no_grad():
+                classes = self.model(self._x[:1]).shape[-1]
+        finally:
+            for module, training in modes:
+                module.training = training
         if (self._y < 0).any() or (self._y >= classes).any():
             raise ValueError(f"y contains labels outside [0, {classes}) for a model with {classes} outputs")
 
@@ -320,6 +353,8 @@ class InversionJacobian:
         return self._closures
 
     def _uses_closures(self, batched: bool) -> bool:
+        if not self._functional:
+            return False
         return self.strategy == "func" or (self.strategy == "auto" and (batched or self.per_sample))
 
     # ------------------------------------------------------------------------ oneDNN autotune
@@ -396,8 +431,9 @@ class InversionJacobian:
     # ------------------------------------------------------------------------------- products
     def _jvp_list(self, v: torch.Tensor, batched: bool) -> list[torch.Tensor]:
         v = v.to(self._x.dtype)
-        if batched and v.shape[0] == 1:  # a single tangent needs no replica graph / vmap
-            return [g.unsqueeze(0) for g in self._jvp_list(v[0], False)]
+        if batched and (v.shape[0] == 1 or not self._functional):  # one tangent at a time
+            singles = [self._jvp_list(t, False) for t in v]
+            return [torch.stack(parts) for parts in zip(*singles)]
         if self._uses_closures(batched):
             fn = self._func_closures().jvp
             with self._kernels(batched):
@@ -409,8 +445,8 @@ class InversionJacobian:
         return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, graph.params)]
 
     def _vjp_tensor(self, us: list[torch.Tensor], batched: bool) -> torch.Tensor:
-        if batched and us[0].shape[0] == 1:
-            return self._vjp_tensor([u[0] for u in us], False).unsqueeze(0)
+        if batched and (us[0].shape[0] == 1 or not self._functional):  # one tangent at a time
+            return torch.stack([self._vjp_tensor(list(parts), False) for parts in zip(*us)])
         if self._uses_closures(batched):
             fn = self._func_closures().vjp
             cot = dict(zip(self.param_names, us))

@@ -138,6 +138,27 @@ class TestBadInput:
             InversionJacobian(model, x, y, per_sample=True)
         InversionJacobian(model.eval(), x, y, per_sample=True)
 
+    def test_training_mode_model_is_used_as_given_and_probed_without_side_effects(self):
+        model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)).double().train()
+        x, y = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+        InversionJacobian(model, x, y)
+        assert model.training and model[1].training
+        assert model[1].num_batches_tracked.item() == 1, "only the graph's own forward may update BatchNorm"
+        with pytest.raises(ValueError, match="labels outside"):
+            InversionJacobian(model, x, torch.tensor([0, 1, 2, 3]))
+
+    def test_per_sample_with_dropout_in_training_mode(self):
+        model = nn.Sequential(nn.Linear(6, 5), nn.Dropout(0.5), nn.Linear(5, 3)).double().train()
+        x, y = torch.randn(2, 6, dtype=torch.float64), torch.tensor([0, 1])
+        with pytest.raises(ValueError, match="Dropout layer '1' in training mode"):
+            InversionJacobian(model, x, y, per_sample=True)
+
+    def test_func_strategy_needs_a_functional_forward(self):
+        model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)).double().train()
+        x, y = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+        with pytest.raises(ValueError, match="strategy='func' needs a functional forward"):
+            InversionJacobian(model, x, y, strategy="func")
+
     def test_unknown_strategy(self):
         model, x, y = make_problem("mlp", 2)
         with pytest.raises(ValueError, match="strategy must be one of"):
@@ -229,3 +250,25 @@ def test_residual_block_with_inplace_relu_and_batchnorm(strategy, per_sample):
         scale = J.abs().max().item() ** 2
         assert_close(out.reshape(3, -1), v.reshape(3, -1) @ (J.T @ J), scale=scale)
         assert_close(one.reshape(-1), (J.T @ J) @ v[0].reshape(-1), scale=scale)
+
+
+@pytest.mark.parametrize("strategy", ["auto", "double_backward"])
+def test_batched_products_of_a_training_mode_batchnorm_model(strategy):
+    """Batch statistics are part of the function: products match the dense Jacobian of the
+    training-mode loss, batched tangents included (looped, since the forward is not functional)."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 3)).double().train()
+    x, y = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    op = InversionJacobian(model, x, y, strategy=strategy)
+    params = list(model.parameters())
+
+    def flat_grad(xx):  # plain autograd: torch.func cannot run a training-mode BatchNorm
+        loss = nn.functional.cross_entropy(model(xx), y)
+        return flatten_tensors(torch.autograd.grad(loss, params, create_graph=True))
+
+    J = torch.autograd.functional.jacobian(flat_grad, x).reshape(op.num_params, -1)
+    vk = torch.randn(3, *x.shape, dtype=x.dtype)
+    uk = torch.randn(3, op.num_params, dtype=x.dtype)
+    scale = J.abs().max().item()
+    assert_close(op.gram(vk).reshape(3, -1), vk.reshape(3, -1) @ (J.T @ J), scale=scale**2)
+    assert_close(op.vjp(uk).reshape(3, -1), uk @ J, scale=scale)
