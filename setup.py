@@ -25,6 +25,6 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-benchmark>=4"], "datasets": ["torchvision"]},
+    extras_require={"test": ["pytest>=7"], "datasets": ["torchvision"]},
     entry_points={"console_scripts": ["i2f-fast = i2f_fast.cli:main"]},
 )

@@ -92,9 +92,10 @@ def cg(
             (default :func:`default_check_every`).
 
     Each iteration is one ``matvec`` plus one fused ``i2f_fast.ops.cg_step``; rows freeze as soon
-    as their recursive residual meets ``tol/2`` (the margin makes the true residual meet ``tol``). When every row claims convergence the true residual
-    ``b − (A+εI)x`` is recomputed (one extra ``matvec``); rows whose true residual misses ``tol``
-    restart from it (residual replacement), which keeps float32 solves honest.
+    as their recursive residual meets ``tol/2`` (the margin lets the true residual meet ``tol``).
+    When every row claims convergence the true residual ``b − (A+εI)x`` is recomputed (one extra
+    ``matvec``); rows whose true residual misses ``tol`` restart from it (residual replacement),
+    which keeps float32 solves honest.
 
     Returns:
         :class:`CGResult`.
