@@ -106,7 +106,7 @@ class InversionInfluence:
     ``λ_max``, so many perturbations, damping values and bounds cost only products.
 
     Args:
-        model, x, y, loss_fn, per_sample, strategy: as for :class:`InversionJacobian`.
+        model, x, y, loss_fn, per_sample, strategy, onednn: as for :class:`InversionJacobian`.
         generator: random generator for Lanczos start vectors and Hutchinson probes.
     """
 
@@ -119,9 +119,12 @@ class InversionInfluence:
         *,
         per_sample: bool = False,
         strategy: str = DEFAULT_STRATEGY,
+        onednn: bool | None = None,
         generator: torch.Generator | None = None,
     ):
-        self.jacobian = InversionJacobian(model, x, y, loss_fn, per_sample=per_sample, strategy=strategy)
+        self.jacobian = InversionJacobian(
+            model, x, y, loss_fn, per_sample=per_sample, strategy=strategy, onednn=onednn
+        )
         self.per_sample = per_sample
         self.generator = generator
         shape = self.jacobian.input_shape
