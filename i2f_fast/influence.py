@@ -152,8 +152,7 @@ class InversionInfluence:
 
     def _flat_gram_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Lanczos matvec: ``(n, D_row)`` → ``(n, D_row)`` for one copy of every system."""
-        v = rows.reshape(self.jacobian.input_shape)
-        return self.jacobian.gram(v).reshape(rows.shape)
+        return self._gram_rows(rows.reshape(-1, *self._row_shape)).reshape(rows.shape)
 
     def _as_delta(self, delta) -> tuple[torch.Tensor, bool]:
         """Normalise ``delta`` to a flat ``(K, *prefix, P)`` tensor; returns it and whether K was given."""

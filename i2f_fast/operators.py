@@ -32,7 +32,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vjp, vmap
+from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _MAX_REPLICA_GRAPHS = 2
@@ -324,25 +324,24 @@ class InversionJacobian:
             copies = {n: p.expand(self.num_samples, *p.shape) for n, p in self._params.items()}
 
             def grad_params_of_x(x):
-                return vmap(grad(self._sample_loss), in_dims=(None, 0, 0))(self._params, x, self._y)
+                grads, losses = vmap(grad_and_value(self._sample_loss), in_dims=(None, 0, 0))(self._params, x, self._y)
+                return grads, losses.sum()
 
             def grad_x_of_params(params):
                 return vmap(grad(self._sample_loss, argnums=1), in_dims=(0, 0, 0))(params, self._x, self._y)
 
-            loss = vmap(self._sample_loss, in_dims=(None, 0, 0))(self._params, self._x, self._y).sum()
             primal = copies
         else:
             def grad_params_of_x(x):
-                return grad(self._batch_loss)(self._params, x)
+                return grad_and_value(self._batch_loss)(self._params, x)
 
             def grad_x_of_params(params):
                 return grad(self._batch_loss, argnums=1)(params, self._x)
 
-            loss = self._batch_loss(self._params, self._x)
             primal = self._params
+        grads, vjp_x, loss = vjp(grad_params_of_x, self._x, has_aux=True)  # the loss rides along: one forward
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss at x is not finite ({loss.item()})")
-        grads, vjp_x = vjp(grad_params_of_x, self._x)
         _, vjp_params = vjp(grad_x_of_params, primal)
         self._closures = _Closures(
             jvp=lambda v: vjp_params(v)[0],
