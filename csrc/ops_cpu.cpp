@@ -1,0 +1,7 @@
+// Registers the C++/OpenMP kernels (csrc/cpu/) with the dispatcher for CPU tensors. The schemas
+// are defined once, in Python (i2f_fast/_library.py).
+#include <torch/library.h>
+
+#include "i2f_fast/kernels.h"
+
+TORCH_LIBRARY_IMPL(i2f_fast, CPU, m) { m.impl("cg_step", &i2f_fast::cpu::cg_step); }

@@ -1,0 +1,7 @@
+// Registers the CUDA kernels (csrc/cuda/) with the dispatcher for CUDA tensors. The schemas are
+// defined once, in Python (i2f_fast/_library.py).
+#include <torch/library.h>
+
+#include "i2f_fast/kernels.h"
+
+TORCH_LIBRARY_IMPL(i2f_fast, CUDA, m) { m.impl("cg_step", &i2f_fast::cuda::cg_step); }
