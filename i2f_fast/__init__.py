@@ -11,6 +11,7 @@ Quick start::
     delta = 1e-2 * torch.randn(sum(p.numel() for p in model.parameters()))
     print(i2f_fast.i2f(model, batch.images, batch.labels, delta, eps=1.0).value)
 """
+from .backend import BackendUnavailableError, use_backend
 from .influence import (
     EigenPairs,
     ExpectedI2F,
@@ -29,6 +30,7 @@ from .solvers import CGResult, EigenResult, cg, cgls, lanczos, power_iteration
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailableError",
     "CGResult",
     "EigenPairs",
     "EigenResult",
@@ -46,4 +48,5 @@ __all__ = [
     "max_eigenvalue",
     "power_iteration",
     "top_eigenpairs",
+    "use_backend",
 ]

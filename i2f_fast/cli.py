@@ -182,15 +182,42 @@ def _plot(result: dict, path: Path) -> None:
 
 
 def print_env() -> None:
-    """Versions, threads and which kernel backends are available (and why not)."""
+    """Versions, threads, the compiled extensions and which kernel backends run here (and why not)."""
+    from . import _loader
+    from .backend import BackendUnavailableError, requested_backend, resolve, triton_status, unavailable_reason
+
     print(f"i2f_fast     {__version__}")
     print(f"python       {platform.python_version()} ({sys.executable})")
-    print(f"torch        {torch.__version__} (CUDA {torch.version.cuda or 'none'}, GPU available: {torch.cuda.is_available()})")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    print(f"torch        {torch.__version__} (CUDA {torch.version.cuda or 'none'}, GPU: {gpu})")
+    print(f"triton       {triton_status()[1]}")
     print(f"threads      {torch.get_num_threads()} torch / {os.cpu_count()} cores")
-    print("backends:")
-    print("  reference  available: pure-PyTorch kernels (i2f_fast/reference), used for every op")
-    print("  native     not available: this version ships no compiled C++/CUDA extension")
-    print("  triton     not available: this version ships no Triton kernels")
+    facts = _loader.BUILD
+    if facts:
+        print(f"built with   torch {facts.get('torch')}, CUDA architectures: {facts.get('cuda_archs') or 'none'}")
+    print("extensions:")
+    for ext in (_loader.CPU, _loader.CUDA):
+        extra = ""
+        if ext.loaded and ext.module is not None and ext.name.endswith("_C"):
+            extra = f" (OpenMP {'on' if ext.module.openmp else 'off'})"
+        print(f"  {ext.name:<16} {ext.reason}{extra}")
+    try:
+        requested = requested_backend()
+    except ValueError as err:  # a bad I2F_FAST_BACKEND: say so instead of failing
+        requested = f"invalid, {err}"
+    print(f"backends (requested: {requested}):")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for name in ("native", "triton", "reference"):
+        for device in devices:
+            why = unavailable_reason(name, torch.device(device))
+            state = "available" if why is None else f"not available: {why}"
+            print(f"  {name:<10} {device:<5} {state}")
+    if not requested.startswith("invalid"):
+        for device in devices:
+            try:
+                print(f"{requested} picks {resolve(torch.device(device))} for {device} tensors")
+            except BackendUnavailableError as err:
+                print(f"{requested} fails for {device} tensors: {err}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,13 @@
-"""Shared fixtures: small float64 models and their dense Jacobians (torch.func.jacrev) as the oracle."""
-import pytest
+"""Shared fixtures: small float64 models and their dense Jacobians (torch.func.jacrev) as the oracle,
+and the device × backend matrix that every op test runs over."""
+import os
+
 import torch
+
+if not torch.cuda.is_available():  # no GPU: Triton kernels run on CPU tensors in the interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 import torch.nn as nn
 from torch.func import functional_call, jacrev
 
@@ -8,6 +15,23 @@ from torch.func import functional_call, jacrev
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+KERNEL_BACKENDS = ("reference", "native", "triton")
+
+
+@pytest.fixture(params=[(d, b) for d in DEVICES for b in KERNEL_BACKENDS], ids=lambda db: f"{db[0]}-{db[1]}")
+def device_backend(request):
+    """``(device, backend)`` for every device here and every kernel backend; unavailable ones skip
+    with the reason (e.g. the native kernels when the extension is not built)."""
+    from i2f_fast.backend import unavailable_reason
+
+    device, backend = request.param
+    why = unavailable_reason(backend, torch.device(device))
+    if why is not None:
+        pytest.skip(f"{backend} on {device}: {why}")
+    return device, backend
 
 
 def small_cnn(dtype=torch.float64):

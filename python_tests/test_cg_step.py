@@ -1,7 +1,9 @@
-"""The cg_step op (reference kernel) against a row-by-row float64 oracle."""
+"""The cg_step op on every device × backend (reference, C++/OpenMP, CUDA, Triton) against a
+row-by-row float64 oracle."""
 import pytest
 import torch
 
+from i2f_fast import use_backend
 from i2f_fast.ops import cg_step
 from i2f_fast.reference import cg_step_ref
 
@@ -28,7 +30,7 @@ def oracle(x, r, p, Ap, rr, active):
     return x, r, p, rr, stepped
 
 
-def make_state(B, D, dtype, seed=0):
+def make_state(B, D, dtype, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, D, generator=g, dtype=dtype)
     r = torch.randn(B, D, generator=g, dtype=dtype)
@@ -40,67 +42,144 @@ def make_state(B, D, dtype, seed=0):
         active[1] = False  # an already-converged row
     if B > 2:
         Ap[2] = 0  # pAp = 0: breakdown
-    return x, r, p, Ap, rr, active
+    return tuple(t.to(device) for t in (x, r, p, Ap, rr, active))
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=1e-5)
+
+
+def run(backend, *state):
+    with use_backend(backend):
+        return cg_step(*state)
+
+
+def assert_matches_oracle(state, got_state, out, dtype):
+    ex, er, ep, err, estep = oracle(*(t.cpu() for t in state))
+    rr_new, stepped = out
+    torch.testing.assert_close(stepped.cpu(), estep)
+    for got, want in zip((*got_state, rr_new), (ex, er, ep, err)):
+        torch.testing.assert_close(got.cpu().double(), want, **tolerance(dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("B", [1, 3, 17])
 @pytest.mark.parametrize("D", [1, 127, 4099])
-def test_matches_row_by_row_oracle(dtype, B, D):
-    state = make_state(B, D, dtype)
+def test_matches_row_by_row_oracle(device_backend, dtype, B, D):
+    device, backend = device_backend
+    state = make_state(B, D, dtype, device=device)
     x, r, p, Ap, rr, active = (t.clone() for t in state)
-    ex, er, ep, err, estep = oracle(*state)
-    rr_new, stepped = cg_step(x, r, p, Ap, rr, active)
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=1e-5)
-    torch.testing.assert_close(stepped, estep)
-    for got, want in ((x, ex), (r, er), (p, ep), (rr_new, err)):
-        torch.testing.assert_close(got.double(), want, **tol)
+    out = run(backend, x, r, p, Ap, rr, active)
+    assert_matches_oracle(state, (x, r, p), out, dtype)
     if B > 2:
-        assert not stepped[2], "pAp = 0 must freeze the row"
+        assert not out[1][2], "pAp = 0 must freeze the row"
         torch.testing.assert_close(x[2], state[0][2], rtol=0, atol=0)
 
 
-def test_frozen_rows_untouched_even_with_nonfinite_values():
-    x, r, p, Ap, rr, active = make_state(3, 5, torch.float64)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_that_converges_in_one_step(device_backend, dtype):
+    """A = I and p = r: r' = 0 exactly. The closed-form r'·r' cancels to rounding noise here, so
+    the compiled kernels must take β from the exact sum (their third pass)."""
+    device, backend = device_backend
+    g = torch.Generator().manual_seed(3)
+    r = torch.randn(2, 5000, generator=g, dtype=dtype).to(device)
+    x, p, Ap = torch.zeros_like(r), r.clone(), r.clone()
+    rr = (r * r).sum(1)
+    active = torch.ones(2, dtype=torch.bool, device=device)
+    rr_new, stepped = run(backend, x, r, p, Ap, rr, active)
+    assert bool(stepped.all())
+    torch.testing.assert_close(x, Ap, **tolerance(dtype))  # x = b after one step
+    assert float(rr_new.max()) <= 1e-10 * float(rr.min())
+    assert bool(torch.isfinite(p).all())
+    torch.testing.assert_close(p, r, rtol=0, atol=1e-10)  # β = r'·r'/r·r ≈ 0 gives p = r' (≈ 0)
+
+
+def test_frozen_rows_untouched_even_with_nonfinite_values(device_backend):
+    device, backend = device_backend
+    x, r, p, Ap, rr, active = make_state(3, 5, torch.float64, device=device)
     p[1] = float("inf")
     Ap[1] = float("nan")
     before = [t[1].clone() for t in (x, r, p)]
-    rr_new, stepped = cg_step(x, r, p, Ap, rr, active)
+    rr_new, stepped = run(backend, x, r, p, Ap, rr, active)
     for got, want in zip((x[1], r[1], p[1]), before):
         torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
     assert rr_new[1] == rr[1] and not stepped[1]
 
 
-def test_nonfinite_pap_is_breakdown():
-    x, r, p, Ap, rr, active = make_state(2, 4, torch.float64)
+def test_nonfinite_pap_is_breakdown(device_backend):
+    device, backend = device_backend
+    x, r, p, Ap, rr, active = make_state(2, 4, torch.float64, device=device)
     active[:] = True
     Ap[0, 0] = float("nan")
-    _, stepped = cg_step(x, r, p, Ap, rr, active)
+    _, stepped = run(backend, x, r, p, Ap, rr, active)
     assert not stepped[0] and stepped[1]
 
 
-def test_noncontiguous_inputs_are_handled():
-    x, r, p, Ap, rr, active = make_state(4, 6, torch.float64)
-    xt, rt, pt, Apt = (t.t().contiguous().t() for t in (x, r, p, Ap))  # same values, column-major
-    assert not xt.is_contiguous()
-    ex, er, ep, err, _ = oracle(x, r, p, Ap, rr, active)
-    rr_new, _ = cg_step(xt, rt, pt, Apt, rr.clone(), active)
-    torch.testing.assert_close(xt, ex)
-    torch.testing.assert_close(pt, ep)
-    torch.testing.assert_close(rr_new, err)
+def test_noncontiguous_inputs_are_handled(device_backend):
+    device, backend = device_backend
+    state = make_state(4, 6, torch.float64, device=device)
+    x, r, p, Ap = (t.t().contiguous().t() for t in state[:4])  # same values, column-major
+    assert not x.is_contiguous()
+    out = run(backend, x, r, p, Ap, state[4].clone(), state[5])
+    assert_matches_oracle(state, (x, r, p), out, torch.float64)
 
 
-def test_opcheck():
-    x, r, p, Ap, rr, active = make_state(3, 7, torch.float64)
-    torch.library.opcheck(torch.ops.i2f_fast.cg_step.default, (x, r, p, Ap, rr, active))
+def test_zero_size(device_backend):
+    device, backend = device_backend
+    for B, D in ((0, 5), (3, 0)):
+        x, r, p, Ap = (torch.zeros(B, D, dtype=torch.float64, device=device) for _ in range(4))
+        rr = torch.ones(B, dtype=torch.float64, device=device)
+        rr_new, stepped = run(backend, x, r, p, Ap, rr, torch.ones(B, dtype=torch.bool, device=device))
+        assert rr_new.shape == (B,) and not bool(stepped.any())  # D = 0: pAp = 0 is a breakdown
+        torch.testing.assert_close(rr_new, rr)
 
 
-def test_reference_is_what_the_op_runs():
+def test_results_do_not_depend_on_the_thread_count(device_backend):
+    device, backend = device_backend
+    state = make_state(2, 3 * 4096 + 5, torch.float32, device=device)
+    outs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            s = [t.clone() for t in state]
+            outs.append((*s[:3], *run(backend, *s)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_opcheck(device_backend):
+    """opcheck on ``torch.ops.i2f_fast.cg_step``: the compiled kernel of the device when loaded,
+    else the reference registered as its CompositeExplicitAutograd kernel."""
+    device, backend = device_backend
+    if backend != "native":
+        pytest.skip("torch.ops.i2f_fast.cg_step runs the native kernel (or the reference when none is built)")
+    torch.library.opcheck(torch.ops.i2f_fast.cg_step.default, make_state(3, 7, torch.float64, device=device))
+
+
+def test_opcheck_triton(device_backend):
+    device, backend = device_backend
+    if backend != "triton":
+        pytest.skip("Triton op only")
+    from i2f_fast.triton.cg_step import cg_step_triton  # noqa: F401  (registers the op)
+
+    # AOT tracing of a triton_op runs its kernels on fake tensors, which the CPU interpreter cannot.
+    skip_aot = device == "cpu"
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor") if skip_aot else None
+    kwargs = {"test_utils": utils} if utils else {}
+    torch.library.opcheck(
+        torch.ops.i2f_fast.cg_step_triton.default, make_state(3, 7, torch.float64, device=device), **kwargs
+    )
+
+
+def test_reference_backend_runs_the_reference():
     a = make_state(5, 9, torch.float64)
     b = tuple(t.clone() for t in a)
-    out_a = cg_step(*a)
+    out_a = run("reference", *a)
     out_b = cg_step_ref(*b)
-    for u, v in zip(out_a, out_b):
+    for u, v in zip((*a[:3], *out_a), (*b[:3], *out_b)):
         torch.testing.assert_close(u, v, rtol=0, atol=0)
 
 
@@ -119,3 +198,16 @@ def test_bad_input_names_the_argument(mutate, error, match):
     state = make_state(3, 5, torch.float64)
     with pytest.raises(error, match=match):
         cg_step(*mutate(state))
+
+
+def test_compiled_kernel_checks_its_arguments():
+    """Called directly (bypassing the Python checks), the C++ kernel rejects bad input by name."""
+    from i2f_fast.backend import unavailable_reason
+
+    if unavailable_reason("native", torch.device("cpu")):
+        pytest.skip("C++ extension not built")
+    x, r, p, Ap, rr, active = make_state(3, 5, torch.float64)
+    with pytest.raises(RuntimeError, match="Ap has shape"):
+        torch.ops.i2f_fast.cg_step(x, r, p, Ap[:, :2], rr, active)
+    with pytest.raises(RuntimeError, match="x must be contiguous"):
+        torch.ops.i2f_fast.cg_step(x.t().contiguous().t(), r, p, Ap, rr, active)

@@ -167,6 +167,10 @@ if hasattr(torch.library, "triton_op"):  # torch >= 2.6: visible to torch.compil
         """Triton implementation of ``i2f_fast::cg_step`` (contiguous inputs; see ``ops.cg_step``)."""
         return _launch(torch.library.wrap_triton, x, r, p, Ap, rr, active)
 
+    @cg_step_triton.register_fake
+    def _cg_step_triton_fake(x, r, p, Ap, rr, active):
+        return torch.empty_like(rr), torch.empty_like(active)
+
 else:
 
     def cg_step_triton(x, r, p, Ap, rr, active):
