@@ -1,18 +1,25 @@
-# The README's commands. Every target sets up .venv idempotently first.
+# The README's commands. Every target sets up .venv idempotently first (and rebuilds the compiled
+# kernels when a source under csrc/ changed).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.i2f_fast-installed
 OUT    ?= i2f-results
+CSRC   := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
+# The CPU-only torch check (CI): a second venv with torch 2.13.0, a regular (non-editable) install,
+# the C++ tests through CMake/ctest, and the kernel tests run against the installed package.
+CPU_VENV  := .venv-cpu
+CPU_TORCH := torch==2.13.0
+export MAX_JOBS ?= 2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench check-cpu-torch clean
 
 setup: $(STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) requirements-dev.txt setup.py pyproject.toml
+$(STAMP): $(PY) requirements-dev.txt setup.py pyproject.toml $(CSRC)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
@@ -27,5 +34,20 @@ test: setup
 bench: setup
 	$(PY) benchmarks/run.py
 
+check-cpu-torch:
+	$(PYTHON) -m venv $(CPU_VENV)
+	sed 's/^torch==.*/$(CPU_TORCH)/' requirements-dev.txt > $(CPU_VENV)/requirements.txt
+	$(CPU_VENV)/bin/pip install --quiet --upgrade pip
+	$(CPU_VENV)/bin/pip install --quiet -r $(CPU_VENV)/requirements.txt
+	$(CPU_VENV)/bin/pip install --quiet --no-build-isolation --no-deps .
+	cd /tmp && $(CURDIR)/$(CPU_VENV)/bin/i2f-fast env
+	cd /tmp && $(CURDIR)/$(CPU_VENV)/bin/python -c "import i2f_fast, i2f_fast._C; assert i2f_fast.backend.resolve('cpu') == 'native'"
+	cd /tmp && $(CURDIR)/$(CPU_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+		$(CURDIR)/python_tests/test_cg_step.py $(CURDIR)/python_tests/test_backend.py $(CURDIR)/python_tests/test_solvers.py
+	$(CPU_VENV)/bin/cmake -S . -B build/cmake-cpu -G Ninja -DCMAKE_MAKE_PROGRAM=$(CURDIR)/$(CPU_VENV)/bin/ninja \
+		-DCMAKE_PREFIX_PATH="$$($(CPU_VENV)/bin/python -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
+	$(CPU_VENV)/bin/cmake --build build/cmake-cpu -j $(MAX_JOBS)
+	$(CPU_VENV)/bin/ctest --test-dir build/cmake-cpu --output-on-failure
+
 clean:
-	rm -rf $(VENV) build *.egg-info $(OUT)
+	rm -rf $(VENV) $(CPU_VENV) build *.egg-info $(OUT) i2f_fast/*.so i2f_fast/_build_config.py

@@ -40,6 +40,9 @@ def _extensions():
     if os.environ.get("I2F_FAST_NO_EXT", "0") == "1":
         facts["cpu"] = facts["cuda"] = "not built: pure-Python install (I2F_FAST_NO_EXT=1)"
         return [], {}, facts
+    # torch derives the toolkit from `which nvcc`, which a wrapper script in /usr/local/bin defeats.
+    if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and Path("/usr/local/cuda/bin/nvcc").exists():
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
     try:
         import torch
         from torch.utils import cpp_extension
@@ -70,6 +73,8 @@ def _extensions():
         missing.append(f"torch {torch.__version__} is a CPU-only build")
     if cpp_extension.CUDA_HOME is None:
         missing.append("nvcc not found (set CUDA_HOME)")
+    elif not Path(cpp_extension.CUDA_HOME, "include", "cuda_runtime.h").exists():
+        missing.append(f"CUDA_HOME={cpp_extension.CUDA_HOME} has no include/cuda_runtime.h (set CUDA_HOME)")
     if cuda_mode == "1" and missing:
         raise SystemExit("I2F_FAST_CUDA=1 but the CUDA extension cannot be built: " + "; ".join(missing))
     if cuda_mode == "0":
