@@ -23,12 +23,14 @@ from .influence import (
     max_eigenvalue,
     top_eigenpairs,
 )
+from .attack import AttackResult, invert
 from .operators import InversionJacobian
 from .solvers import CGResult, EigenResult, cg, cgls, lanczos, power_iteration
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttackResult",
     "CGResult",
     "EigenPairs",
     "EigenResult",
@@ -42,6 +44,7 @@ __all__ = [
     "expected_i2f_sq",
     "i2f",
     "i2f_lower_bound",
+    "invert",
     "lanczos",
     "max_eigenvalue",
     "power_iteration",

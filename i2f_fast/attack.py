@@ -337,7 +337,7 @@ def invert(
     bounds: tuple | None = None,
     layer_weights: Sequence[float] | None = None,
     layers: Sequence[int] | None = None,
-    init: str = "randn",
+    init: str | torch.Tensor = "randn",
     label_strategy: str = "auto",
     loss_fn: LossFn | None = None,
     generator: torch.Generator | None = None,
@@ -365,7 +365,8 @@ def invert(
             (GS's box constraint). None: no projection.
         layer_weights: one non-negative weight per trainable parameter tensor (default equal).
         layers: indices of the parameter tensors to match (the others get weight 0); default all.
-        init: one of :data:`INITS`, drawn in the normalised space.
+        init: one of :data:`INITS`, drawn in the normalised space, or a tensor ``(R, *shape)`` of
+            starting points (e.g. to continue an attack or to start every restart from a given image).
         label_strategy: rule used when ``labels`` is None (see :func:`infer_labels`).
         loss_fn: ``loss_fn(logits, labels) -> scalar``; default cross-entropy, mean over the batch.
         generator: ``torch.Generator`` for the initial draws (reproducible runs).
@@ -383,8 +384,8 @@ def invert(
     """
     if attack not in PRESETS:
         raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if not isinstance(init, torch.Tensor) and init not in INITS:
+        raise ValueError(f"init must be one of {INITS} or a tensor (restarts, *shape), got {init!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     iterations = _positive_int(iterations, "iterations")
@@ -431,7 +432,12 @@ def invert(
         model, named, labels, F.cross_entropy if loss_fn is None else loss_fn, target, config.match, weights, config.tv
     )
 
-    xs = _init_candidates(init, (restarts, *shape), generator, dtype, device)
+    if isinstance(init, torch.Tensor):
+        if init.shape != (restarts, *shape) or not torch.isfinite(init).all():
+            raise ValueError(f"init must be a finite tensor of shape {(restarts, *shape)} (restarts, *shape)")
+        xs = init.detach().to(dtype=dtype, device=device).clone()
+    else:
+        xs = _init_candidates(init, (restarts, *shape), generator, dtype, device)
     if lower is not None:
         xs.clamp_(lower, upper)
     run = _run_lbfgs if optimizer == "lbfgs" else _run_adam
