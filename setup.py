@@ -24,7 +24,8 @@ setup(
         "scikit-image>=0.21",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "pytorch-msssim>=1.0,<2",
     ],
-    extras_require={"test": ["pytest>=7"], "datasets": ["torchvision"]},
+    extras_require={"test": ["pytest>=7"], "datasets": ["torchvision"], "lpips": ["lpips>=0.1.4"]},
     entry_points={"console_scripts": ["i2f-fast = i2f_fast.cli:main"]},
 )
