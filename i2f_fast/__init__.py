@@ -11,6 +11,7 @@ Quick start::
     delta = 1e-2 * torch.randn(sum(p.numel() for p in model.parameters()))
     print(i2f_fast.i2f(model, batch.images, batch.labels, delta, eps=1.0).value)
 """
+from .attack import AttackResult, invert
 from .backend import BackendUnavailableError, use_backend
 from .influence import (
     EigenPairs,
@@ -30,6 +31,7 @@ from .solvers import CGResult, EigenResult, cg, cgls, lanczos, power_iteration
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttackResult",
     "BackendUnavailableError",
     "CGResult",
     "EigenPairs",
@@ -44,6 +46,7 @@ __all__ = [
     "expected_i2f_sq",
     "i2f",
     "i2f_lower_bound",
+    "invert",
     "lanczos",
     "max_eigenvalue",
     "power_iteration",

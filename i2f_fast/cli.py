@@ -1,4 +1,5 @@
-"""The ``i2f-fast`` command: ``demo`` (I²F on built-in data) and ``env`` (what is installed).
+"""The ``i2f-fast`` command: ``demo`` (I²F on built-in data), ``attack`` and ``compare`` (a real
+gradient-inversion attack, alone or next to I²F) and ``env`` (what is installed).
 
 ``i2f-fast demo`` is what ``make demo`` runs: LeNet (the paper's DLG-style ConvNet) on built-in
 handwritten digits, one I²F system per sample (the paper's batch-of-one setting, all samples
@@ -19,7 +20,9 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .attack import ATTACKS, INITS, OPTIMIZERS
 from .data import DATASETS, load_dataset
+from .defenses import DEFENSES
 from .influence import InversionInfluence
 from .models import INIT_SCHEMES, MODELS, build_model
 
@@ -51,8 +54,49 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
+    attack = sub.add_parser("attack", help="defend a shared gradient, invert it, measure and draw the reconstruction")
+    _add_problem_args(attack, samples=1)
+    attack.add_argument("--strength", type=float, default=None,
+                        help="the defense's main parameter (gaussian: var, laplace: scale, dp: noise multiplier, "
+                             "prune/topk: ratio, quantize: bits, eigen: scale)")
+    attack.add_argument("--init-images", choices=INITS, default="randn", help="start of the attack (default randn)")
+    attack.add_argument("--infer-labels", action="store_true", help="infer the labels from the gradient (iDLG / Yin)")
+    attack.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    compare = sub.add_parser("compare", help="I²F and its lower bound next to a real attack's RMSE, per sample and strength")
+    _add_problem_args(compare, samples=4, defense="gaussian", iterations=1000)
+    compare.add_argument("--strengths", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2],
+                         help="defense strengths (default Gaussian variances 1e-4 1e-3 1e-2)")
+    compare.add_argument("--eps", type=float, default=1.0, help="damping ε of I²F (the paper's code uses 1)")
+    compare.add_argument("--quiet", action="store_true", help="no progress bar")
+
     sub.add_parser("env", help="print versions, threads and the available kernel backends")
     return parser
+
+
+def _add_problem_args(p: argparse.ArgumentParser, samples: int, defense: str = "none", iterations: int = 2000) -> None:
+    """Flags shared by ``attack`` and ``compare``: data, model, defense and attack settings."""
+    p.add_argument("--out", type=Path, default=Path("i2f-results"), help="output folder (default ./i2f-results)")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--root", default=None, help="dataset folder for mnist/cifar10/cifar100 (torchvision layout)")
+    p.add_argument("--image-size", type=int, default=None, help="side of digits/natural images (default 28/32)")
+    p.add_argument("--model", choices=sorted(MODELS), default="lenet")
+    p.add_argument("--init", choices=INIT_SCHEMES, default=None, help="weight initialisation (default: the model's)")
+    p.add_argument("--samples", type=int, default=samples, help=f"number of samples (default {samples})")
+    p.add_argument("--start", type=int, default=0, help="index of the first sample")
+    p.add_argument("--defense", choices=sorted(DEFENSES), default=defense, help=f"gradient defense (default {defense})")
+    p.add_argument("--clip-norm", type=_positive_float, default=1.0, help="per-sample clipping bound of --defense dp")
+    p.add_argument("--eigen-index", type=int, default=0, help="eigenpair of --defense eigen (0 = largest)")
+    p.add_argument("--attack", choices=ATTACKS, default="gs", help="gs (Inverting Gradients) or dlg")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="adam, or lbfgs for dlg")
+    p.add_argument("--iterations", type=int, default=iterations,
+                   help=f"attack iterations (default {iterations}; the paper's scripts use 24000)")
+    p.add_argument("--restarts", type=int, default=1, help="random restarts, run together (default 1)")
+    p.add_argument("--tv", type=float, default=None, help="total-variation weight (default: the attack's, 0)")
+    p.add_argument("--lr", type=float, default=None, help="attack step size (default 0.1; L-BFGS 1)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
 def _progress(total: int, desc: str):
@@ -225,12 +269,61 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "env":
         print_env()
         return 0
+    if args.command == "attack":
+        return _attack_command(args)
+    if args.command == "compare":
+        return _compare_command(args)
     result = run_demo(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=2))
     _plot(result, args.out / "i2f_vs_noise.png")
     _print_table(result)
     print(f"wrote {args.out / 'results.json'} and {args.out / 'i2f_vs_noise.png'}")
+    return 0
+
+
+def _check_attack_args(args) -> None:
+    for flag, value in (("--iterations", args.iterations), ("--restarts", args.restarts)):
+        if value < 1:
+            raise SystemExit(f"i2f-fast {args.command}: {flag} must be >= 1")
+
+
+def _attack_command(args) -> int:
+    from .experiments.attack_job import print_attack, run_attack
+    from .experiments.output import save_grid, write_json
+
+    _check_attack_args(args)
+    try:
+        result, problem, restarts = run_attack(args)
+    except ValueError as err:  # a bad strength or setting for the chosen defense / attack
+        raise SystemExit(f"i2f-fast attack: {err}") from err
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "attack.json", result)
+    save_grid(problem.x, restarts, problem.batch, result["best_restart"], args.out / "attack.png")
+    print_attack(result)
+    print(f"wrote {args.out / 'attack.json'} and {args.out / 'attack.png'}")
+    return 0
+
+
+def _compare_command(args) -> int:
+    from .experiments.compare_job import print_compare, run_compare
+    from .experiments.output import save_scatter, write_json
+
+    _check_attack_args(args)
+    try:
+        result = run_compare(args, progress=not args.quiet)
+    except ValueError as err:
+        raise SystemExit(f"i2f-fast compare: {err}") from err
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "compare.json", result)
+    rows, cfg = result["rows"], result["config"]
+    save_scatter(
+        [r["i2f_rmse"] for r in rows], [r["attack_rmse"] for r in rows], [r["strength"] for r in rows],
+        f"{cfg['attack']} attack vs I²F: {cfg['model']} on {cfg['dataset']}, {cfg['defense']} defense, ε = {cfg['eps']:g}",
+        "I²F / √D (predicted RMSE)", args.out / "compare.png",
+    )
+    print_compare(result)
+    print(f"wrote {args.out / 'compare.json'} and {args.out / 'compare.png'}")
     return 0
 
 

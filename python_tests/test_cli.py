@@ -4,6 +4,7 @@ import json
 import pytest
 
 from i2f_fast.cli import COLUMNS, main
+from i2f_fast.experiments.compare_job import COLUMNS as COMPARE_COLUMNS
 
 
 def test_demo_writes_results_and_plot(tmp_path, capsys):
@@ -37,3 +38,48 @@ def test_bad_arguments_exit_with_a_message():
         main(["demo", "--variances", "-1"])
     with pytest.raises(SystemExit, match="--samples must be >= 1"):
         main(["demo", "--samples", "0"])
+
+
+def test_attack_writes_grid_json_and_prints_metrics(tmp_path, capsys):
+    out = tmp_path / "attack"
+    argv = ["attack", "--out", str(out), "--image-size", "12", "--iterations", "20", "--restarts", "2",
+            "--defense", "gaussian", "--strength", "1e-4", "--infer-labels", "--quiet", "--seed", "1"]
+    assert main(argv) == 0
+    result = json.loads((out / "attack.json").read_text())
+    assert result["config"]["restarts"] == 2 and len(result["restarts"]) == 2
+    assert result["labels_used"] == result["labels"]
+    assert result["defense_stats"]["delta_norm"] > 0
+    row = result["restarts"][result["best_restart"]]
+    assert set(row) == {"restart", "matching_loss", "mse", "rmse", "rmse_pixels", "psnr", "ssim"}
+    assert len(result["history"]["objective"]) == 2
+    png = (out / "attack.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "PSNR dB" in printed and "defense gaussian 0.0001" in printed
+
+
+def test_compare_writes_table_correlations_scatter_and_json(tmp_path, capsys):
+    out = tmp_path / "compare"
+    argv = ["compare", "--out", str(out), "--samples", "2", "--image-size", "12", "--iterations", "15",
+            "--strengths", "1e-4", "1e-2", "--quiet", "--attack", "dlg"]
+    assert main(argv) == 0
+    result = json.loads((out / "compare.json").read_text())
+    rows = result["rows"]
+    assert len(rows) == 4 and set(rows[0]) == set(COMPARE_COLUMNS)
+    for r in rows:
+        assert r["i2f"] > 0 and r["attack_rmse"] > 0
+        assert r["i2f_rmse"] == pytest.approx(r["i2f"] / 12)
+    corr = result["correlation_log_i2f_vs_log_rmse"]
+    assert corr["n"] == 4 and -1 <= corr["pearson"] <= 1 and -1 <= corr["spearman"] <= 1
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "Pearson" in printed and "Spearman" in printed and "I²F/√D" in printed
+
+
+def test_attack_commands_reject_bad_settings():
+    with pytest.raises(SystemExit):
+        main(["attack", "--defense", "magic"])
+    with pytest.raises(SystemExit, match="--iterations must be >= 1"):
+        main(["attack", "--iterations", "0"])
+    with pytest.raises(SystemExit, match="needs a strength"):
+        main(["attack", "--defense", "gaussian", "--image-size", "12", "--iterations", "1", "--quiet"])

@@ -1,0 +1,83 @@
+"""Files the jobs write: JSON without non-finite numbers, the reconstruction grid, the log-log scatter."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from .. import metrics
+
+
+def _finite(obj):
+    """Replace inf / NaN floats (e.g. the PSNR of a perfect reconstruction) by None, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Strict JSON (non-finite numbers written as null)."""
+    path.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_grid(original: torch.Tensor, restarts: torch.Tensor, batch, best: int, path: Path) -> None:
+    """PNG grid: one column per sample, the original on top, then one row per restart.
+
+    ``original`` is ``(N, C, H, W)`` and ``restarts`` ``(R, N, C, H, W)``, both normalised with
+    ``batch.mean`` / ``batch.std``.
+    """
+    plt = _pyplot()
+    R, N = restarts.shape[:2]
+    rows = [("original", original)] + [(f"restart {r}" + (" (best)" if r == best else ""), restarts[r]) for r in range(R)]
+    fig, axes = plt.subplots(len(rows), N, figsize=(1.6 * N + 1.2, 1.6 * len(rows)), squeeze=False)
+    for i, (title, images) in enumerate(rows):
+        pixels = metrics.to_pixels(images.detach().float(), batch.mean, batch.std)
+        for n in range(N):
+            ax = axes[i][n]
+            img = pixels[n].permute(1, 2, 0).numpy()
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if n == 0:
+                ax.set_ylabel(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_scatter(predicted, measured, strengths, title: str, xlabel: str, path: Path) -> None:
+    """Log-log scatter of ``measured`` against ``predicted`` (one colour per strength) with y = x."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 5.0))
+    levels = sorted(set(strengths), key=lambda s: (s is None, s))
+    colors = plt.cm.viridis([i / max(1, len(levels) - 1) for i in range(len(levels))])
+    for color, level in zip(colors, levels):
+        pts = [(p, m) for p, m, s in zip(predicted, measured, strengths) if s == level]
+        ax.loglog([p for p, _ in pts], [m for _, m in pts], "o", color=color, label=f"strength {level:g}" if level is not None else "")
+    positive = [v for v in list(predicted) + list(measured) if v > 0]
+    if positive:
+        lo, hi = min(positive) / 2, max(positive) * 2
+        ax.loglog([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("attack RMSE (normalised space)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
