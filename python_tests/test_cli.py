@@ -30,7 +30,16 @@ def test_demo_writes_results_and_plot(tmp_path, capsys):
 def test_env_lists_backends(capsys):
     assert main(["env"]) == 0
     out = capsys.readouterr().out
-    assert "torch" in out and "reference  available" in out
+    assert "torch" in out and "triton" in out
+    assert "i2f_fast._C " in out and "i2f_fast._C_cuda" in out
+    assert "reference  cpu   available" in out
+    assert "picks" in out and "for cpu tensors" in out
+
+
+def test_env_reports_a_bad_backend_variable_instead_of_failing(capsys, monkeypatch):
+    monkeypatch.setenv("I2F_FAST_BACKEND", "fastest")
+    assert main(["env"]) == 0
+    assert "invalid, I2F_FAST_BACKEND must be one of" in capsys.readouterr().out
 
 
 def test_bad_arguments_exit_with_a_message():
