@@ -109,7 +109,8 @@ def cg(
     check_every = default_check_every(b.device) if check_every is None else check_every
 
     def apply(v):
-        return matvec(v.reshape(shape)).reshape(rows, dim) + eps * v
+        Av = matvec(v.reshape(shape)).reshape(rows, dim)
+        return torch.add(Av, v, alpha=eps) if eps else Av
 
     if x0 is None:
         x = torch.zeros_like(b2)
@@ -129,14 +130,17 @@ def cg(
     breakdown = torch.zeros(rows, dtype=torch.bool, device=b.device)
     true_residual = None
 
+    # Per iteration: the matvec, cg_step and three small ops (bench_cg_step counts them). A row
+    # leaves `active` by converging (rr drops to the threshold) or by breaking down (cg_step does
+    # not step it, so its rr stays above): breakdowns are read off at the checks, not per step.
     for it in range(1, max_iter + 1):
         Ap = apply(p)
         rr, stepped = cg_step(x, r, p, Ap, rr, active)
         iterations += stepped
-        breakdown |= active & ~stepped
         active = stepped & (rr > recursive_threshold)
         if it % check_every and it != max_iter:
             continue
+        breakdown |= ~active & (rr > recursive_threshold)
         if bool(active.any()) and it != max_iter:
             continue
         # Every row claims convergence (or the cap is reached): verify with the true residual.

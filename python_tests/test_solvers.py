@@ -164,3 +164,44 @@ def test_cg_reads_the_host_only_every_check_every_iterations(monkeypatch):
     monkeypatch.undo()
     assert res.iterations.max() == 60
     assert len(calls) <= 60 // 10 + 2
+
+
+# Ceilings for one CG iteration outside the matvec (documented in benchmarks/README.md): with a
+# compiled cg_step the solver adds one op for the damping, the fused step and three small ops;
+# metadata-only views are not kernels and are left out.
+CG_ITERATION_OP_CEILING = {"native": 6, "triton": 6, "reference": 50}
+
+
+def _cg_ops_per_iteration(backend, n1=20, n2=40):
+    from i2f_fast import use_backend
+    from i2f_fast.testing import OpCounter
+
+    A, _ = spd_batch(3, 50, cond=1e6)
+    b = torch.randn(3, 50, dtype=torch.float64)
+    counts = []
+    for n in (n1, n2):
+        counter = OpCounter()
+
+        def matvec(v):
+            with counter.paused():
+                return batched_matvec(A)(v)
+
+        with use_backend(backend), counter:
+            cg(matvec, b, eps=0.1, tol=1e-30, max_iter=n, check_every=10)
+        kernels = counter.total - counter.ops.get("aten.view", 0)
+        counts.append((kernels, counter.host_syncs))
+    return [(c2 - c1) / (n2 - n1) for c1, c2 in zip(*counts)]
+
+
+@pytest.mark.parametrize("backend", ["reference", "native", "triton"])
+def test_cg_iteration_op_count_stays_under_its_ceiling(backend):
+    from i2f_fast.backend import unavailable_reason
+
+    why = unavailable_reason(backend, torch.device("cpu"))
+    if why:
+        pytest.skip(why)
+    ops, syncs = _cg_ops_per_iteration(backend)
+    assert ops <= CG_ITERATION_OP_CEILING[backend]
+    assert syncs <= 1 / 10 + 1e-9  # one host read per check_every = 10 iterations
+    if backend == "native":
+        assert ops < _cg_ops_per_iteration("reference")[0] / 4
