@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vjp, vmap
 
+from . import conv_kernels
 from .operators import LossFn, _stateful_in_training, trainable_parameters
 from .reference.attack_step import attack_step_ref
 from .reference.grad_match import grad_match_ref
@@ -276,6 +277,8 @@ class _Objective:
 
     def __init__(self, model, named, labels, loss_fn, target, match, weights, tv):
         self.names = [n for n, _ in named]
+        self.live = [p for _, p in named]  # the module's own parameters, for the autograd path
+        self.sizes = [p.numel() for p in self.live]
         self.params = {n: p.detach() for n, p in named}
         self.model, self.labels, self.loss_fn = model, labels, loss_fn
         self.target, self.match, self.weights, self.tv = target, match, weights, tv
@@ -286,8 +289,14 @@ class _Objective:
         return torch.cat([g[n].reshape(-1) for n in self.names])
 
     def trial_gradients(self, xs: torch.Tensor) -> torch.Tensor:
-        """``(R, *shape)`` → ``(R, P)`` per-restart gradients, without building a graph."""
-        return vmap(self._flat_grad)(xs)
+        """``(R, *shape)`` → ``(R, P)`` per-restart gradients, without building a graph (R = 1:
+        plain autograd, which skips ~2 ms of functorch set-up per call on LeNet)."""
+        if xs.shape[0] > 1:
+            return vmap(self._flat_grad)(xs)
+        with torch.enable_grad():
+            loss = self.loss_fn(self.model(xs[0]), self.labels)
+            grads = torch.autograd.grad(loss, self.live)
+        return torch.cat([g.reshape(-1) for g in grads]).unsqueeze(0)
 
     def matching_loss(self, xs: torch.Tensor) -> torch.Tensor:
         """``(R,)`` matching loss of the restarts at ``xs`` (no TV)."""
@@ -305,15 +314,15 @@ class _Objective:
             trial, pullback = vjp(vmap(self._flat_grad), xs)
             return trial, lambda w: pullback(w)[0]
         leaf = xs[0].detach().requires_grad_(True)
-        params = [self.model.get_parameter(n) for n in self.names]
-        grads = torch.autograd.grad(self.loss_fn(self.model(leaf), self.labels), params, create_graph=True)
-        trial = torch.cat([g.reshape(-1) for g in grads])
+        grads = torch.autograd.grad(self.loss_fn(self.model(leaf), self.labels), self.live, create_graph=True)
+        trial = torch.cat([g.detach().reshape(-1) for g in grads])
 
         def pullback(w):
-            (gx,) = torch.autograd.grad(trial, leaf, w[0], allow_unused=True)
+            w_parts = [part.view_as(g) for part, g in zip(w[0].split(self.sizes), grads)]
+            (gx,) = torch.autograd.grad(grads, leaf, w_parts, allow_unused=True)
             return (torch.zeros_like(leaf) if gx is None else gx).unsqueeze(0)
 
-        return trial.detach().unsqueeze(0), pullback
+        return trial.unsqueeze(0), pullback
 
     def value_and_grad(self, xs: torch.Tensor):
         trial, pullback = self._trial_with_pullback(xs)  # forward + create-graph backward
@@ -365,6 +374,7 @@ def invert(
     generator: torch.Generator | None = None,
     history_every: int = 10,
     progress: bool = True,
+    onednn: bool | None = None,
 ) -> AttackResult:
     """Reconstruct a private batch from its (possibly defended) shared gradient.
 
@@ -394,6 +404,9 @@ def invert(
         generator: ``torch.Generator`` for the initial draws (reproducible runs).
         history_every: record the objective every this many iterations (each record syncs the host).
         progress: show a tqdm bar on stderr with the iteration and the best current objective.
+        onednn: CPU convolution kernels for the loop: ``True`` oneDNN, ``False`` PyTorch's native
+            kernels, None (default) the faster of the two, timed once per model, shape, restart
+            count and thread count (:mod:`i2f_fast.conv_kernels`; a few extra iterations' work).
 
     Returns:
         :class:`AttackResult`.
@@ -463,9 +476,10 @@ def invert(
     if lower is not None:
         xs.clamp_(lower, upper)
     run = _run_lbfgs if optimizer == "lbfgs" else _run_adam
-    steps, history = run(objective, xs, config, iterations, history_every, (lower, upper), progress, attack)
-    with torch.no_grad():
-        losses = objective.matching_loss(xs)
+    with conv_kernels.kernels(_choose_onednn(onednn, objective, xs, shapes)):
+        steps, history = run(objective, xs, config, iterations, history_every, (lower, upper), progress, attack)
+        with torch.no_grad():
+            losses = objective.matching_loss(xs)
     finite = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
     best = int(finite.argmin())
     return AttackResult(
@@ -480,6 +494,19 @@ def invert(
         config=config,
         iterations=iterations,
     )
+
+
+def _choose_onednn(requested: bool | None, objective: _Objective, xs: torch.Tensor, shapes) -> bool:
+    """oneDNN (True) or native (False) CPU convolutions for the loop; see :mod:`i2f_fast.conv_kernels`."""
+    if not conv_kernels.worth_tuning(objective.model, xs.device):
+        return conv_kernels.onednn_enabled()
+    if requested is not None:
+        return bool(requested)
+    key = (
+        "invert", type(objective.model).__qualname__, tuple(map(tuple, shapes)), tuple(xs.shape), xs.dtype,
+        torch.get_num_threads(),
+    )
+    return conv_kernels.autotune(key, lambda: objective.value_and_grad(xs))
 
 
 def _check_bounds(bounds, shape, dtype, device):

@@ -23,10 +23,7 @@ second derivative is block diagonal and one backward pass serves all samples.
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 import math
-import time
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -34,25 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 
+from . import conv_kernels
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _MAX_REPLICA_GRAPHS = 2
-_ONEDNN_CHOICES: dict[tuple, bool] = {}  # autotuned oneDNN on/off per problem signature
-
-
-# set_flags() resets the oneDNN fp32 precision unless told not to (torch >= 2.9 has the argument).
-_KEEP_PRECISION = (
-    {"_fp32_precision": None} if "_fp32_precision" in inspect.signature(torch.backends.mkldnn.set_flags).parameters else {}
-)
-
-
-@contextlib.contextmanager
-def _onednn_disabled():
-    """Run CPU convolutions with PyTorch's native kernels instead of oneDNN, restoring the flag after."""
-    previous = torch.backends.mkldnn.set_flags(_enabled=False, **_KEEP_PRECISION)
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.set_flags(_enabled=previous[0], **_KEEP_PRECISION)
 
 
 class _Closures(NamedTuple):
@@ -358,31 +340,17 @@ class InversionJacobian:
 
     # ------------------------------------------------------------------------ oneDNN autotune
     def _choose_onednn(self, requested: bool | None) -> bool:
-        enabled = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-        convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in self.model.modules())
-        if not enabled or not convolutional or self._x.device.type != "cpu":
-            return enabled
+        if not conv_kernels.worth_tuning(self.model, self._x.device):
+            return conv_kernels.onednn_enabled()
         if requested is not None:
             return bool(requested)
         key = (
-            type(self.model).__qualname__, tuple(map(tuple, self.param_shapes)), self.input_shape,
-            self._x.dtype, self.per_sample, self.strategy, torch.get_num_threads(),
+            "InversionJacobian", type(self.model).__qualname__, tuple(map(tuple, self.param_shapes)),
+            self.input_shape, self._x.dtype, self.per_sample, self.strategy, torch.get_num_threads(),
         )
-        if key not in _ONEDNN_CHOICES:
-            _ONEDNN_CHOICES[key] = self._time_onednn()
-        return _ONEDNN_CHOICES[key]
-
-    def _time_onednn(self, rounds: int = 3) -> bool:
-        """True if ``JᵀJ v`` is faster with oneDNN convolutions (first round is a warm-up)."""
         v = torch.randn(self.input_shape, dtype=self._x.dtype, generator=torch.Generator().manual_seed(0))
-        seconds = {True: [], False: []}
-        for _ in range(rounds):
-            for flag in (True, False):
-                self.onednn = flag  # read by _kernels inside the product
-                start = time.perf_counter()
-                self._vjp_tensor(self._jvp_list(v, False), False)
-                seconds[flag].append(time.perf_counter() - start)
-        return min(seconds[True][1:]) <= min(seconds[False][1:])
+        self.onednn = True  # while timing, the kernels are set by autotune(), not by _kernels()
+        return conv_kernels.autotune(key, lambda: self._vjp_tensor(self._jvp_list(v, False), False))
 
     def _kernels(self, batched: bool):
         """Context for a product: oneDNN off when the autotune chose the native kernels.
@@ -390,7 +358,7 @@ class InversionJacobian:
         Batched products keep the global setting: their replica graphs run grouped convolutions,
         where the native kernels measured no faster (``benchmarks/README.md``, batched).
         """
-        return contextlib.nullcontext() if self.onednn or batched else _onednn_disabled()
+        return conv_kernels.kernels(self.onednn or batched)
 
     # ------------------------------------------------------------------------------- checking
     def _tangent_batch(self, v: torch.Tensor, name: str) -> bool:

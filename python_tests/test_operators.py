@@ -187,14 +187,14 @@ def test_conv_kernel_choice_gives_the_same_products_and_restores_the_flag(onednn
 
 
 def test_conv_kernel_autotune_is_cached_per_signature():
-    from i2f_fast import operators
+    from i2f_fast import conv_kernels
 
     model, x, y = make_problem("cnn", 1)
-    operators._ONEDNN_CHOICES.clear()
+    conv_kernels.CHOICES.clear()
     first = InversionJacobian(model, x, y)
-    assert len(operators._ONEDNN_CHOICES) == (1 if torch.backends.mkldnn.is_available() else 0)
+    assert len(conv_kernels.CHOICES) == (1 if torch.backends.mkldnn.is_available() else 0)
     assert InversionJacobian(model, x, y).onednn == first.onednn
-    assert len(operators._ONEDNN_CHOICES) <= 1
+    assert len(conv_kernels.CHOICES) <= 1
     assert InversionJacobian(*make_problem("mlp", 1)).onednn == torch.backends.mkldnn.enabled  # no convolutions
 
 
