@@ -498,15 +498,11 @@ def invert(
 
 def _choose_onednn(requested: bool | None, objective: _Objective, xs: torch.Tensor, shapes) -> bool:
     """oneDNN (True) or native (False) CPU convolutions for the loop; see :mod:`i2f_fast.conv_kernels`."""
-    if not conv_kernels.worth_tuning(objective.model, xs.device):
-        return conv_kernels.onednn_enabled()
-    if requested is not None:
-        return bool(requested)
     key = (
         "invert", type(objective.model).__qualname__, tuple(map(tuple, shapes)), tuple(xs.shape), xs.dtype,
         torch.get_num_threads(),
     )
-    return conv_kernels.autotune(key, lambda: objective.value_and_grad(xs))
+    return conv_kernels.choose(objective.model, xs.device, requested, key, lambda: objective.value_and_grad(xs))
 
 
 def _check_bounds(bounds, shape, dtype, device):

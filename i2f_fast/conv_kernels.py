@@ -3,8 +3,9 @@
 On the tiny convolutions of gradient-leakage models (LeNet: 12 channels, one sample) PyTorch's
 native CPU kernels run the double-backward products ~2× faster than oneDNN, while batched
 (vmapped, grouped) convolutions are faster with oneDNN (``benchmarks/README.md``, notes 1 and 4).
-:func:`autotune` times a workload both ways once per signature and caches the answer; the
-products (``operators.py``) and the attack loop (``attack.py``) run under :func:`kernels`.
+:func:`choose` picks for a workload (:func:`autotune` times it both ways once per signature and
+caches the answer); the products (``operators.py``) and the attack loop (``attack.py``) then run
+under :func:`kernels`.
 """
 from __future__ import annotations
 
@@ -40,15 +41,19 @@ def kernels(onednn: bool):
     return contextlib.nullcontext() if onednn else onednn_disabled()
 
 
-def onednn_enabled() -> bool:
-    """Whether oneDNN convolutions are available and enabled in this process."""
-    return torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+def choose(model: nn.Module, device, requested: bool | None, key: Hashable, run: Callable[[], object]) -> bool:
+    """The kernels for a workload of ``model`` on ``device``: True (oneDNN) or False (native).
 
-
-def worth_tuning(model: nn.Module, device: torch.device) -> bool:
-    """True when the choice matters: oneDNN enabled, a convolutional model, CPU tensors."""
+    Returns the global oneDNN setting when the choice cannot matter (oneDNN off or unavailable,
+    no convolution, not CPU), else ``requested`` when given, else :func:`autotune`'s answer.
+    """
+    enabled = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
     convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return onednn_enabled() and convolutional and torch.device(device).type == "cpu"
+    if not (enabled and convolutional and torch.device(device).type == "cpu"):
+        return enabled
+    if requested is not None:
+        return bool(requested)
+    return autotune(key, run)
 
 
 def autotune(key: Hashable, run: Callable[[], object], rounds: int = 3) -> bool:

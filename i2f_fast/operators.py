@@ -340,17 +340,17 @@ class InversionJacobian:
 
     # ------------------------------------------------------------------------ oneDNN autotune
     def _choose_onednn(self, requested: bool | None) -> bool:
-        if not conv_kernels.worth_tuning(self.model, self._x.device):
-            return conv_kernels.onednn_enabled()
-        if requested is not None:
-            return bool(requested)
         key = (
             "InversionJacobian", type(self.model).__qualname__, tuple(map(tuple, self.param_shapes)),
             self.input_shape, self._x.dtype, self.per_sample, self.strategy, torch.get_num_threads(),
         )
-        v = torch.randn(self.input_shape, dtype=self._x.dtype, generator=torch.Generator().manual_seed(0))
-        self.onednn = True  # while timing, the kernels are set by autotune(), not by _kernels()
-        return conv_kernels.autotune(key, lambda: self._vjp_tensor(self._jvp_list(v, False), False))
+
+        def product():
+            v = torch.randn(self.input_shape, dtype=self._x.dtype, generator=torch.Generator().manual_seed(0))
+            self.onednn = True  # while timing, the kernels are set by autotune(), not by _kernels()
+            self._vjp_tensor(self._jvp_list(v, False), False)
+
+        return conv_kernels.choose(self.model, self._x.device, requested, key, product)
 
     def _kernels(self, batched: bool):
         """Context for a product: oneDNN off when the autotune chose the native kernels.
