@@ -1,10 +1,13 @@
-"""Tolerances and comparison helpers shared by the tests (DESIGN.md §5), stated once.
+"""Tolerances, comparison helpers and an op counter shared by the tests (DESIGN.md §5), stated once.
 
 Float64 results are compared with the dense ``torch.func.jacrev`` reference at ``rtol=1e-9``;
 float32 results at ``rtol=1e-4`` (products) — Krylov solves are compared through their relative
 residual instead, which the solvers report.
 """
+import contextlib
+
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 TOLERANCES = {
     torch.float64: {"rtol": 1e-9, "atol": 1e-12},
@@ -30,19 +33,9 @@ class OpCounter:
     """
 
     def __init__(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        counter = self
-
-        class _Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                if not counter._paused:
-                    counter.ops[str(func.overloadpacket)] = counter.ops.get(str(func.overloadpacket), 0) + 1
-                return func(*args, **(kwargs or {}))
-
-        self._mode = _Mode()
-        self._paused = False
         self.ops: dict[str, int] = {}
+        self._paused = False
+        self._mode = _CountingMode(self)
 
     @property
     def total(self) -> int:
@@ -54,19 +47,18 @@ class OpCounter:
         """Number of device-to-host reads counted."""
         return self.ops.get("aten._local_scalar_dense", 0)
 
+    @contextlib.contextmanager
     def paused(self):
-        """Context manager: ops inside it are not counted."""
-        import contextlib
+        """Ops inside this context are not counted."""
+        previous, self._paused = self._paused, True
+        try:
+            yield
+        finally:
+            self._paused = previous
 
-        @contextlib.contextmanager
-        def _pause():
-            previous, self._paused = self._paused, True
-            try:
-                yield
-            finally:
-                self._paused = previous
-
-        return _pause()
+    def record(self, name: str) -> None:
+        if not self._paused:
+            self.ops[name] = self.ops.get(name, 0) + 1
 
     def __enter__(self):
         self._mode.__enter__()
@@ -74,3 +66,15 @@ class OpCounter:
 
     def __exit__(self, *exc):
         return self._mode.__exit__(*exc)
+
+
+class _CountingMode(TorchDispatchMode):
+    """Dispatch mode that reports every op to an :class:`OpCounter`."""
+
+    def __init__(self, counter: OpCounter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counter.record(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
