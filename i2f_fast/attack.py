@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vjp, vmap
 
 from . import conv_kernels
+from ._checks import positive_int
 from .operators import LossFn, _stateful_in_training, trainable_parameters
 from .reference.attack_step import attack_step_ref
 from .reference.grad_match import grad_match_ref
@@ -118,16 +119,6 @@ class AttackResult:
 
 
 # ----------------------------------------------------------------------------------- checks
-def _positive_int(value, argument: str) -> int:
-    try:
-        size = operator.index(value)
-    except TypeError:
-        size = 0
-    if isinstance(value, bool) or size < 1:
-        raise ValueError(f"{argument} must be a positive int, got {value!r}")
-    return size
-
-
 def _nonnegative(value, argument: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{argument} must be a finite number >= 0, got {value!r}")
@@ -250,7 +241,7 @@ def infer_labels(model: nn.Module, target_grads, num_samples: int, strategy: str
     last = weights[-1]
     w_grad = grads[last].reshape(shapes[last])
     classes = w_grad.shape[0]
-    num_samples = _positive_int(num_samples, "num_samples")
+    num_samples = positive_int(num_samples, "num_samples")
     if num_samples > classes:
         raise ValueError(f"cannot infer {num_samples} labels from a {classes}-class output layer; pass labels")
     if strategy == "auto":
@@ -423,9 +414,9 @@ def invert(
         raise ValueError(f"init must be one of {INITS} or a tensor (restarts, *shape), got {init!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    iterations = _positive_int(iterations, "iterations")
-    restarts = _positive_int(restarts, "restarts")
-    history_every = _positive_int(history_every, "history_every")
+    iterations = positive_int(iterations, "iterations")
+    restarts = positive_int(restarts, "restarts")
+    history_every = positive_int(history_every, "history_every")
     preset = PRESETS[attack]
     config = AttackConfig(
         match=preset.match,
@@ -451,7 +442,7 @@ def invert(
         shape = tuple(shape)
     if not isinstance(shape, (tuple, list)) or len(shape) < 2:
         raise ValueError(f"shape must be (N, *input_shape) with a batch dimension, got {shape!r}")
-    shape = tuple(_positive_int(s, "shape") for s in shape)
+    shape = tuple(positive_int(s, "shape") for s in shape)
     classes = _num_classes(model, shape, dtype, device)
     if labels is None:
         labels = infer_labels(model, target, shape[0], label_strategy).to(device)

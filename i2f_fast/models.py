@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import inspect
 import math
-import operator
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from ._checks import positive_int
 
 INIT_SCHEMES = ("uniform", "normal", "kaiming", "xavier", "default")
 """Names accepted by :func:`initialize` (and by the ``init`` argument of every constructor)."""
@@ -42,17 +43,6 @@ def _check_choice(value: str, choices, argument: str) -> None:
         raise ValueError(f"{argument} must be one of {sorted(choices)}, got {value!r}")
 
 
-def _check_positive_int(value, argument: str) -> int:
-    """``value`` as an int ≥ 1 (anything with ``__index__`` but bool), or ValueError naming ``argument``."""
-    try:
-        size = operator.index(value)
-    except TypeError:
-        size = 0
-    if isinstance(value, bool) or size < 1:
-        raise ValueError(f"{argument} must be a positive int, got {value!r}")
-    return size
-
-
 def _as_shape(values, argument: str, length: int | None = None, min_length: int = 1) -> tuple[int, ...]:
     """``values`` as a tuple of positive ints (exactly ``length`` of them, or at least
     ``min_length`` when ``length`` is None), or ValueError naming ``argument``."""
@@ -61,7 +51,7 @@ def _as_shape(values, argument: str, length: int | None = None, min_length: int 
     if (length is not None and len(values) != length) or len(values) < min_length:
         expected = f"{length}" if length is not None else f"at least {min_length}"
         raise ValueError(f"{argument} must have {expected} entries, got {values!r}")
-    return tuple(_check_positive_int(size, argument) for size in values)
+    return tuple(positive_int(size, argument) for size in values)
 
 
 def _model_nonlinearity(model: nn.Module) -> str:
@@ -156,8 +146,8 @@ def lenet(
     Raises:
         ValueError: a size is not a positive int, or ``activation`` / ``init`` is unknown.
     """
-    in_channels = _check_positive_int(in_channels, "in_channels")
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    in_channels = positive_int(in_channels, "in_channels")
+    num_classes = positive_int(num_classes, "num_classes")
     sizes = (image_size, image_size) if isinstance(image_size, int) else image_size
     height, width = _as_shape(sizes, "image_size", length=2)
     _check_choice(activation, ACTIVATIONS, "activation")
@@ -193,7 +183,7 @@ def linear(
         ValueError: a size is not a positive int, or ``init`` is unknown.
     """
     shape = _as_shape(input_shape, "input_shape")
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    num_classes = positive_int(num_classes, "num_classes")
     _check_choice(init, INIT_SCHEMES, "init")
     model = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), num_classes))
     return initialize(model, init, generator)
@@ -225,7 +215,7 @@ def mlp(
     """
     shape = _as_shape(input_shape, "input_shape")
     widths = _as_shape(hidden, "hidden", min_length=0)
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    num_classes = positive_int(num_classes, "num_classes")
     _check_choice(activation, ACTIVATIONS, "activation")
     _check_choice(init, INIT_SCHEMES, "init")
     layers: list[nn.Module] = [nn.Flatten()]
@@ -287,8 +277,8 @@ def resnet18(
     Raises:
         ValueError: a size is not a positive int, or ``init`` is unknown.
     """
-    in_channels = _check_positive_int(in_channels, "in_channels")
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    in_channels = positive_int(in_channels, "in_channels")
+    num_classes = positive_int(num_classes, "num_classes")
     _check_choice(init, INIT_SCHEMES, "init")
     stages: list[nn.Module] = []
     channels = 64
