@@ -1,0 +1,324 @@
+"""Node rules of the engine's parameterised layers: Linear, Conv2d, BatchNorm (eval), and the
+generic ``torch.func`` rule for every other node (LayerNorm, attention, custom modules).
+
+The contract is :class:`~i2f_fast.engine.rules.Rule`'s. Shapes: primal tensors are the model's
+``(N, …)``; tangents and adjoints carry a leading ``k``; parameter tangents are ``(k, *θ)``, or
+``(k, N, *θ)`` in per-sample mode.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import jvp, vjp, vmap
+
+from . import kernels
+from .rules import Rule, _add
+
+
+class LinearRule(Rule):
+    """``z = a Wᵀ + b`` on rows ``a (N, …, I)``.
+
+    ``J v``'s block ``U = Σ_rows ė aᵀ + e ȧᵀ`` is never formed when the Gram form is cheaper
+    (counted cost: Gram ``S²(I+O)`` against outer product ``S·I·O`` for S rows per Jacobian,
+    ENGINE.md), which is always the case for one or a few samples through an MLP: ``adjoint_up``
+    then applies it with the fused ``gram_apply`` kernel. Set ``gram_allowed = False`` when the
+    weight is shared with another node (its ``U`` must be summed over the nodes first).
+    """
+
+    gram_allowed = True
+
+    def __init__(self, weight_slot: int, bias_slot: int | None):
+        self.param_slots = (weight_slot,) if bias_slot is None else (weight_slot, bias_slot)
+        self.bias = bias_slot is not None
+
+    def forward(self, inputs, params):
+        return F.linear(inputs[0], *params)
+
+    def prepare(self, inputs, params, z, dz):
+        a, self.W = inputs[0], params[0]
+        self.a_shape, self.z_shape = a.shape, z.shape
+        features_in, features_out = a.shape[-1], z.shape[-1]
+        groups = a.shape[0] if self.per_sample else 1
+        self.rows = a.numel() // (groups * features_in)  # rows S of one Jacobian
+        self.lead = (a.shape[0],) if self.per_sample else ()
+        self.a_rows = a.reshape(groups, self.rows, features_in)
+        self.e_rows = dz.reshape(groups, self.rows, features_out)
+        self.use_gram = self.gram_allowed and self.rows * (features_in + features_out) < features_in * features_out
+
+    def tangent(self, adots):
+        return F.linear(adots[0], self.W)
+
+    def tangent_back(self, adots, dzdot, materialize=True):
+        k = dzdot.shape[0]
+        dadot = dzdot @ self.W
+        ed = dzdot.reshape(k, *self.e_rows.shape)
+        ad = adots[0].reshape(k, *self.a_rows.shape)
+        if self.use_gram and not materialize:
+            return [dadot], ("gram", ad, ed)
+        U = ed.transpose(-1, -2) @ self.a_rows + self.e_rows.transpose(-1, -2) @ ad  # (k, G, O, I)
+        parts = [U.reshape(k, *self.lead, *self.W.shape)]
+        if self.bias:
+            parts.append(ed.sum(2).reshape(k, *self.lead, self.W.shape[0]))
+        return [dadot], parts
+
+    def adjoint_up(self, ebars, u):
+        ez = None if ebars[0] is None else F.linear(ebars[0], self.W)
+        if isinstance(u, tuple) and u[0] == "gram":
+            ua, ute = kernels.gram_apply(self.a_rows, self.e_rows, u[1], u[2], self.bias)
+        else:
+            k = u[0].shape[0]
+            U = u[0].reshape(k, self.a_rows.shape[0], *self.W.shape)  # (k, G, O, I)
+            ua = self.a_rows @ U.transpose(-1, -2)
+            if self.bias:
+                ua = ua + u[1].reshape(k, self.a_rows.shape[0], 1, self.W.shape[0])
+            ute = self.e_rows @ U
+        k = ua.shape[0]
+        return _add(ez, ua.reshape(k, *self.z_shape)), [ute.reshape(k, *self.a_shape)]
+
+    def adjoint_down(self, abar):
+        return [abar @ self.W]
+
+
+class ConvRule(Rule):
+    """2-D convolution (any stride, padding, dilation, groups; zero padding).
+
+    ``U`` is materialised (one weight-gradient convolution). The ``k`` tangents, and in per-sample
+    mode the N samples, are folded into the convolution's groups so that every sweep is one call,
+    and the operand pairs of ENGINE.md are merged, five convolutions per layer instead of eight:
+
+    * ``U = wgrad(cat_batch[a, ȧ], cat_batch[ė, e])``;
+    * ``ē_z = conv(cat_channels[a, ē], cat_in[U, W]) + u_b``;
+    * ``ā = input_grad(cat_out[U, W], cat_channels[e, ā_z])`` (the second-order term and the
+      transpose of the forward tangent together).
+    """
+
+    def __init__(self, weight_slot: int, bias_slot: int | None, stride, padding, dilation, groups: int):
+        self.param_slots = (weight_slot,) if bias_slot is None else (weight_slot, bias_slot)
+        self.bias = bias_slot is not None
+        self.stride, self.padding, self.dilation, self.groups = tuple(stride), tuple(padding), tuple(dilation), groups
+
+    def forward(self, inputs, params):
+        return F.conv2d(inputs[0], params[0], params[1] if self.bias else None,
+                        self.stride, self.padding, self.dilation, self.groups)
+
+    def prepare(self, inputs, params, z, dz):
+        a, W = inputs[0], params[0]
+        self.a, self.e, self.W = a, dz, W
+        self.a_shape, self.z_shape = a.shape, z.shape
+        kernel = W.shape[2:]
+        self.output_padding = tuple(
+            a.shape[2 + i] - ((z.shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
+                              + self.dilation[i] * (kernel[i] - 1) + 1)
+            for i in range(2)
+        )
+        self.lead = (a.shape[0],) if self.per_sample else ()
+        self._weight_like: dict[int, torch.Tensor] = {}
+        self._U = None
+
+    # --------------------------------------------------------------------------- convolutions
+    def _conv(self, x, w, groups):
+        return F.conv2d(x, w, None, self.stride, self.padding, self.dilation, groups)
+
+    def _input_grad(self, gy, w, groups):
+        return F.conv_transpose2d(gy, w, None, self.stride, self.padding, self.output_padding, groups, self.dilation)
+
+    def _weight_grad(self, x, gy, blocks):
+        like = self._weight_like.get(blocks)
+        if like is None:
+            like = self._weight_like[blocks] = self.W.new_empty(blocks * self.W.shape[0], *self.W.shape[1:])
+        return torch.ops.aten.convolution_backward(
+            gy, x, like, None, self.stride, self.padding, self.dilation, False, [0, 0],
+            blocks * self.groups, [False, True, False],
+        )[1]
+
+    # ------------------------------------------------------------------ folding k (and N) into groups
+    def _num_blocks(self, k):
+        return k * self.a_shape[0] if self.per_sample else k
+
+    def _fold(self, t):
+        """``(k, N, C, H, W)`` → ``(b, blocks·C, H, W)``: b = N (one Jacobian) or 1 (per sample)."""
+        k, n, c = t.shape[:3]
+        if self.per_sample:
+            return t.reshape(1, k * n * c, *t.shape[3:])
+        return t.transpose(0, 1).reshape(n, k * c, *t.shape[3:])
+
+    def _unfold(self, y, k):
+        """Inverse of :meth:`_fold` for an output ``(b, blocks·O, H, W)`` → ``(k, N, O, H, W)``."""
+        n = self.a_shape[0]
+        if self.per_sample:
+            return y.view(k, n, -1, *y.shape[2:])
+        return y.view(n, k, -1, *y.shape[2:]).transpose(0, 1)
+
+    def _primal(self, t, k):
+        return self._fold(t.unsqueeze(0).expand(k, *t.shape))
+
+    def _interleave(self, first, second, blocks):
+        """Channels ``[blocks][groups][2][C/groups]`` from two folded ``(b, blocks·C, …)`` tensors."""
+        b, _, *spatial = first.shape
+        g = self.groups
+        parts = [t.reshape(b, blocks, g, 1, -1, *spatial) for t in (first, second)]
+        return torch.cat(parts, 3).reshape(b, -1, *spatial)
+
+    # ------------------------------------------------------------------------------------ sweeps
+    def tangent(self, adots):
+        k = adots[0].shape[0]
+        return self._conv(adots[0].flatten(0, 1), self.W, self.groups).view(k, *self.z_shape)
+
+    def tangent_back(self, adots, dzdot, materialize=True):
+        k = dzdot.shape[0]
+        dadot = self._input_grad(dzdot.flatten(0, 1), self.W, self.groups).view(k, *self.a_shape)
+        blocks = self._num_blocks(k)
+        x = torch.cat([self._primal(self.a, k), self._fold(adots[0])], 0)
+        gy = torch.cat([self._fold(dzdot), self._primal(self.e, k)], 0)
+        U = self._weight_grad(x, gy, blocks).view(k, *self.lead, *self.W.shape)
+        parts = [U]
+        if self.bias:
+            dims = (-2, -1) if self.per_sample else (1, -2, -1)
+            parts.append(dzdot.sum(dims))
+        return [dadot], parts
+
+    def adjoint_up(self, ebars, u):
+        k = u[0].shape[0]
+        blocks = self._num_blocks(k)
+        U = u[0].reshape(blocks, *self.W.shape)
+        self._U = U
+        a = self._primal(self.a, k)
+        if ebars[0] is None:
+            ez = self._conv(a, U.reshape(-1, *self.W.shape[1:]), blocks * self.groups)
+        else:
+            x = self._interleave(a, self._fold(ebars[0]), blocks)
+            w = torch.cat([U, self.W.expand(blocks, *self.W.shape)], 2).reshape(blocks * self.W.shape[0], -1, *self.W.shape[2:])
+            ez = self._conv(x, w, blocks * self.groups)
+        ez = self._unfold(ez, k)
+        if self.bias:
+            ez = ez + u[1].reshape(k, -1, self.W.shape[0], 1, 1)
+        return ez, [None]
+
+    def adjoint_down(self, abar):
+        k = abar.shape[0]
+        blocks = self._num_blocks(k)
+        U, self._U = self._U, None
+        g, out = self.groups, self.W.shape[0]
+        if U is None:  # no adjoint_up before: the plain transpose of the forward tangent
+            return [self._input_grad(abar.flatten(0, 1), self.W, g).view(k, *self.a_shape)]
+        gy = self._interleave(self._primal(self.e, k), self._fold(abar), blocks)
+        tail = self.W.shape[1:]
+        w = torch.cat([U.reshape(blocks, g, 1, out // g, *tail),
+                       self.W.reshape(1, g, 1, out // g, *tail).expand(blocks, g, 1, out // g, *tail)], 2)
+        abar_in = self._input_grad(gy, w.reshape(-1, *tail), blocks * g)
+        return [self._unfold(abar_in, k)]
+
+
+class BatchNormRule(Rule):
+    """BatchNorm in eval mode: ``z = (a − μ) s γ + β`` per channel, ``s = 1/√(var + ε)`` (running stats)."""
+
+    def __init__(self, mean, var, eps: float, weight_slot: int | None, bias_slot: int | None):
+        self.mean, self.var, self.eps = mean, var, eps
+        self.param_slots = tuple(s for s in (weight_slot, bias_slot) if s is not None)
+        self.affine = weight_slot is not None
+
+    def forward(self, inputs, params):
+        weight, bias = (params[0], params[1]) if self.affine else (None, None)
+        return F.batch_norm(inputs[0], self.mean, self.var, weight, bias, False, 0.0, self.eps)
+
+    def prepare(self, inputs, params, z, dz):
+        a = inputs[0]
+        channels = a.shape[1]
+        self.view = (channels,) + (1,) * (a.dim() - 2)
+        s = torch.rsqrt(self.var + self.eps)
+        self.s = s.view(self.view)
+        self.scale = (params[0] * s).view(self.view) if self.affine else self.s
+        self.xhat = (a - self.mean.view(self.view)) * self.s
+        self.e = dz
+        self.sum_dims = tuple(range(2, a.dim() + 1)) if self.per_sample else (1,) + tuple(range(3, a.dim() + 1))
+
+    def _per_channel(self, u):  # (k, [N], C) → broadcastable against (k, N, C, …)
+        return u.reshape(u.shape[0], -1, *self.view)
+
+    def tangent(self, adots):
+        return adots[0] * self.scale
+
+    def tangent_back(self, adots, dzdot, materialize=True):
+        dadot = dzdot * self.scale
+        if not self.affine:
+            return [dadot], []
+        gw = (dzdot * self.xhat + self.e * self.s * adots[0]).sum(self.sum_dims)
+        return [dadot], [gw, dzdot.sum(self.sum_dims)]
+
+    def adjoint_up(self, ebars, u):
+        ez = None if ebars[0] is None else ebars[0] * self.scale
+        if not self.affine:
+            return ez, [None]
+        uw, ub = self._per_channel(u[0]), self._per_channel(u[1])
+        return _add(ez, uw * self.xhat + ub), [uw * self.s * self.e]
+
+    def adjoint_down(self, abar):
+        return [abar * self.scale]
+
+
+class GenericRule(Rule):
+    """Any other node ``z = fn(inputs, params)``: exact products from ``torch.func`` on the node alone.
+
+    ``tangent`` is a ``jvp``; ``tangent_back`` the ``jvp`` of the node's ``vjp`` (its primal
+    backward) along ``(ȧ, 0, δż)``; ``adjoint_up`` and ``adjoint_down`` the ``vjp`` of those two
+    linear maps. Batched over ``k`` with ``vmap``; in per-sample mode the node's backward is
+    ``vmap``-ed over the samples so that ``ġ_θ`` comes out per sample (the node must treat the
+    samples independently, as every layer in eval mode does). Correct for anything ``torch.func``
+    can differentiate twice, slower than the hand-written rules.
+    """
+
+    def __init__(self, fn: Callable, param_slots: tuple[int, ...] = ()):
+        self.fn, self.param_slots = fn, tuple(param_slots)
+
+    def forward(self, inputs, params):
+        return self.fn(tuple(inputs), tuple(params))
+
+    def prepare(self, inputs, params, z, dz):
+        self.a, self.params, self.dz = tuple(inputs), tuple(params), dz
+        self._zero_a = tuple(torch.zeros_like(t) for t in self.a)
+        self._zero_p = tuple(torch.zeros_like(p) for p in self.params)
+        samples = self.a[0].shape[0]
+        self._zero_g = tuple(p.new_zeros(samples, *p.shape) for p in self.params) if self.per_sample else self._zero_p
+
+    def _f_inputs(self, *a):
+        return self.fn(a, self.params)
+
+    def _backward(self, a, params, dz):
+        """Primal backward of the node: ``(δa_i…, g_θ…)`` (``g`` per sample in per-sample mode)."""
+        if self.per_sample and params:
+            def one(a_n, dz_n):
+                _, pull = vjp(self.fn, tuple(t.unsqueeze(0) for t in a_n), params)
+                da, g = pull(dz_n.unsqueeze(0))
+                return tuple(t.squeeze(0) for t in da), g
+            return vmap(one)(a, dz)
+        _, pull = vjp(self.fn, a, params)
+        return pull(dz)
+
+    def _tangent_back_one(self, adot, dzdot):
+        _, (dadot, gdot) = jvp(self._backward, (self.a, self.params, self.dz), (adot, self._zero_p, dzdot))
+        return dadot, gdot
+
+    def tangent(self, adots):
+        return vmap(lambda *t: jvp(self._f_inputs, self.a, t)[1])(*adots)
+
+    def tangent_back(self, adots, dzdot, materialize=True):
+        dadot, gdot = vmap(self._tangent_back_one)(tuple(adots), dzdot)
+        return list(dadot), list(gdot)
+
+    def adjoint_up(self, ebars, u):
+        present = [e for e in ebars if e is not None] + list(u or [])
+        if not present:
+            return None, [None] * len(self.a)
+        k = present[0].shape[0]
+        _, pull = vjp(self._tangent_back_one, self._zero_a, torch.zeros_like(self.dz))
+        e_full = tuple(torch.zeros(k, *t.shape, dtype=t.dtype, device=t.device) if e is None else e
+                       for e, t in zip(ebars, self.a))
+        u_full = tuple(u) if u else tuple(torch.zeros(k, *g.shape, dtype=g.dtype, device=g.device) for g in self._zero_g)
+        abar2, ez = vmap(lambda e, uu: pull((e, uu)))(e_full, u_full)
+        return ez, list(abar2)
+
+    def adjoint_down(self, abar):
+        _, pull = vjp(self._f_inputs, *self.a)
+        return list(vmap(pull)(abar))
