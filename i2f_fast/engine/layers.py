@@ -7,11 +7,13 @@ The contract is :class:`~i2f_fast.engine.rules.Rule`'s. Shapes: primal tensors a
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.func import jvp, vjp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import kernels
 from .rules import Rule, _add
@@ -232,7 +234,8 @@ class BatchNormRule(Rule):
         self.scale = (params[0] * s).view(self.view) if self.affine else self.s
         self.xhat = (a - self.mean.view(self.view)) * self.s
         self.e = dz
-        self.sum_dims = tuple(range(2, a.dim() + 1)) if self.per_sample else (1,) + tuple(range(3, a.dim() + 1))
+        spatial = tuple(range(3, a.dim() + 1))  # tangents are (k, N, C, *spatial)
+        self.sum_dims = spatial if self.per_sample else (1,) + spatial
 
     def _per_channel(self, u):  # (k, [N], C) → broadcastable against (k, N, C, …)
         return u.reshape(u.shape[0], -1, *self.view)
@@ -258,6 +261,29 @@ class BatchNormRule(Rule):
         return [abar * self.scale]
 
 
+def _composite_kernels(method):
+    """Run a ``torch.func`` transform with attention's composite math kernels: the fused attention
+    kernels (scaled-dot-product flash attention, ``nn.MultiheadAttention``'s inference fast path)
+    have no forward-mode derivative."""
+
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with sdpa_kernel(SDPBackend.MATH):
+                return method(*args, **kwargs)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+
+    return wrapped
+
+
+def _rows(tensors: tuple) -> tuple:
+    """One sample's tensors as a batch of one."""
+    return tuple(t.unsqueeze(0) for t in tensors)
+
+
 class GenericRule(Rule):
     """Any other node ``z = fn(inputs, params)``: exact products from ``torch.func`` on the node alone.
 
@@ -277,48 +303,60 @@ class GenericRule(Rule):
 
     def prepare(self, inputs, params, z, dz):
         self.a, self.params, self.dz = tuple(inputs), tuple(params), dz
-        self._zero_a = tuple(torch.zeros_like(t) for t in self.a)
-        self._zero_p = tuple(torch.zeros_like(p) for p in self.params)
-        samples = self.a[0].shape[0]
-        self._zero_g = tuple(p.new_zeros(samples, *p.shape) for p in self.params) if self.per_sample else self._zero_p
 
     def _f_inputs(self, *a):
         return self.fn(a, self.params)
 
-    def _backward(self, a, params, dz):
-        """Primal backward of the node: ``(δa_i…, g_θ…)`` (``g`` per sample in per-sample mode)."""
-        if self.per_sample and params:
-            def one(a_n, dz_n):
-                _, pull = vjp(self.fn, tuple(t.unsqueeze(0) for t in a_n), params)
-                da, g = pull(dz_n.unsqueeze(0))
-                return tuple(t.squeeze(0) for t in da), g
-            return vmap(one)(a, dz)
-        _, pull = vjp(self.fn, a, params)
-        return pull(dz)
+    def _tangent_back_at(self, a, dz, adot, dzdot):
+        """``(δȧ_i…, ġ_θ…)``: the ``jvp`` of the node's primal backward at ``(a, dz)`` along ``(ȧ, δż)``."""
+        def backward(aa, dd):
+            _, pull = vjp(self.fn, aa, self.params)
+            return pull(dd)
+        return jvp(backward, (a, dz), (adot, dzdot))[1]
+
+    def _transpose_at(self, a, dz, ebar, u):
+        """Transpose of :meth:`_tangent_back_at`'s linear map: ``(ā_i…, ē_z)`` from ``(ē_i…, u_θ…)``."""
+        zeros = (tuple(torch.zeros_like(t) for t in a), torch.zeros_like(dz))
+        _, pull = vjp(lambda ad, dd: self._tangent_back_at(a, dz, ad, dd), *zeros)
+        return pull((ebar, u))
 
     def _tangent_back_one(self, adot, dzdot):
-        _, (dadot, gdot) = jvp(self._backward, (self.a, self.params, self.dz), (adot, self._zero_p, dzdot))
-        return dadot, gdot
+        if self.per_sample and self.params:
+            def one(a_n, dz_n, ad_n, dzd_n):
+                dadot, gdot = self._tangent_back_at(_rows(a_n), dz_n.unsqueeze(0), _rows(ad_n), dzd_n.unsqueeze(0))
+                return tuple(t.squeeze(0) for t in dadot), gdot
+            return vmap(one)(self.a, self.dz, adot, dzdot)
+        return self._tangent_back_at(self.a, self.dz, adot, dzdot)
 
+    def _transpose_one(self, ebar, u):
+        if self.per_sample and self.params:
+            def one(a_n, dz_n, e_n, u_n):
+                abar, ez = self._transpose_at(_rows(a_n), dz_n.unsqueeze(0), _rows(e_n), u_n)
+                return tuple(t.squeeze(0) for t in abar), ez.squeeze(0)
+            return vmap(one)(self.a, self.dz, ebar, u)
+        return self._transpose_at(self.a, self.dz, ebar, u)
+
+    @_composite_kernels
     def tangent(self, adots):
         return vmap(lambda *t: jvp(self._f_inputs, self.a, t)[1])(*adots)
 
+    @_composite_kernels
     def tangent_back(self, adots, dzdot, materialize=True):
         dadot, gdot = vmap(self._tangent_back_one)(tuple(adots), dzdot)
         return list(dadot), list(gdot)
 
+    @_composite_kernels
     def adjoint_up(self, ebars, u):
         present = [e for e in ebars if e is not None] + list(u or [])
         if not present:
             return None, [None] * len(self.a)
         k = present[0].shape[0]
-        _, pull = vjp(self._tangent_back_one, self._zero_a, torch.zeros_like(self.dz))
         e_full = tuple(torch.zeros(k, *t.shape, dtype=t.dtype, device=t.device) if e is None else e
                        for e, t in zip(ebars, self.a))
-        u_full = tuple(u) if u else tuple(torch.zeros(k, *g.shape, dtype=g.dtype, device=g.device) for g in self._zero_g)
-        abar2, ez = vmap(lambda e, uu: pull((e, uu)))(e_full, u_full)
+        abar2, ez = vmap(self._transpose_one)(e_full, tuple(u or ()))
         return ez, list(abar2)
 
+    @_composite_kernels
     def adjoint_down(self, abar):
         _, pull = vjp(self._f_inputs, *self.a)
         return list(vmap(pull)(abar))

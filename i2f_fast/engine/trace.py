@@ -181,7 +181,7 @@ class _Builder:
                 f"node '{node.name}' uses a value computed from trainable parameters outside a layer "
                 "(e.g. cls_token.expand(...)); the engine needs parameters to enter layers directly"
             )
-        if isinstance(value, tuple) and all(isinstance(v, torch.Tensor) for v in value):
+        if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
             self.tuples[node] = (module, x_inputs, param_inputs, module_params)
             return
         if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
@@ -288,6 +288,8 @@ class _Builder:
         if target in _ADDS and len(args) == 2 and not kwargs:
             sign = _ADDS[target]
             xs = [a in self.engine_index for a in args]
+            if args[0] is args[1]:
+                return ScaleRule(1.0 + sign)
             if all(xs):
                 return AddRule([1.0, sign])
             constant = self.value[args[1 - xs.index(True)]] if isinstance(args[1 - xs.index(True)], torch.fx.Node) \
