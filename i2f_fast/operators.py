@@ -6,15 +6,20 @@ first-order computation built at construction, so no product re-runs the forward
 
 Strategies (``strategy=``), all exact; they differ in speed (``benchmarks/bench_products.py``):
 
+* ``"engine"``: the structured JᵀJ engine (:mod:`i2f_fast.engine`, ENGINE.md): four sweeps over
+  a ``torch.fx`` trace of the model with hand-written layer rules and fused kernels; ``JᵀJ v``
+  never forms ``J v``. Raises ``ValueError`` with the reason for a model it cannot represent
+  (untraceable, BatchNorm with batch statistics, Dropout in training mode, ...).
 * ``"double_backward"``: one ``autograd.grad(..., create_graph=True)`` builds ∇_x L and ∇_θ L
   with their graph; ``J v = ∇_θ⟨∇_x L, v⟩`` and ``Jᵀ u = ∇_x⟨∇_θ L, u⟩`` are backward passes
   through that cached graph. ``k`` batched tangents use a cached graph of ``k`` independent
   replicas of the problem (own parameter leaves each): one batched backward pass.
 * ``"func"``: ``torch.func`` reverse-over-reverse closures, cached: ``J v`` is the ``vjp`` of
   ``θ ↦ ∇_x L`` and ``Jᵀ u`` the ``vjp`` of ``x ↦ ∇_θ L``; batched tangents ``vmap`` the closures.
-* ``"auto"`` (default): ``double_backward`` for single tangents of one problem (the fastest single
-  product), the ``func`` closures for batched tangents and in per-sample mode (built on first use;
-  per tangent about 3× cheaper than the replica graph on the paper's LeNet at k = 16).
+* ``"auto"`` (default): ``engine`` wherever it applies; otherwise (the reason is logged to the
+  ``i2f_fast`` logger and kept in ``engine_unsupported``) ``double_backward`` for single tangents
+  of one problem, the ``func`` closures for batched tangents and in per-sample mode (per tangent
+  about 3× cheaper than the replica graph on the paper's LeNet at k = 16).
 
 Per-sample mode (``per_sample=True``) gives each of the N samples its own Jacobian ``J_n`` (the
 paper's batch-of-one setting) and computes the N products together: every trainable parameter is
@@ -23,6 +28,7 @@ second derivative is block diagonal and one backward pass serves all samples.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -32,6 +38,9 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 
 from . import conv_kernels
+from .engine import EngineUnsupported, StructuredJacobian
+
+logger = logging.getLogger("i2f_fast")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _MAX_REPLICA_GRAPHS = 2
@@ -55,7 +64,7 @@ class _Graph(NamedTuple):
     grad_params: list
     loss: torch.Tensor
 
-STRATEGIES = ("auto", "double_backward", "func")
+STRATEGIES = ("auto", "engine", "double_backward", "func")
 DEFAULT_STRATEGY = "auto"
 
 
@@ -140,7 +149,7 @@ class InversionJacobian:
         y: ``(N,)`` int64 labels (or whatever ``loss_fn`` expects).
         loss_fn: ``loss_fn(output, y) -> scalar``; default cross-entropy, mean over the batch.
         per_sample: treat each sample as its own batch of one (its own ``J_n``).
-        strategy: ``"auto"``, ``"double_backward"`` or ``"func"`` (see the module docstring).
+        strategy: ``"auto"``, ``"engine"``, ``"double_backward"`` or ``"func"`` (see the module docstring).
         onednn: CPU convolution kernels for the products: ``True`` oneDNN, ``False`` PyTorch's
             native kernels, ``None`` (default) autotune once per model/input signature by timing
             ``JᵀJ v`` both ways. On the paper's LeNet with one sample the native kernels make the
@@ -202,7 +211,14 @@ class InversionJacobian:
         self._functional = stateful is None
         self._graphs: dict[int | None, _Graph] = {}
         self._closures: _Closures | None = None
-        if self._uses_closures(batched=False):
+        self.engine: StructuredJacobian | None = None
+        self.engine_unsupported: str | None = None
+        if strategy in ("auto", "engine"):
+            self.engine = self._build_engine(named, loss_fn)
+        if self.engine is not None:
+            self.loss = self.engine.loss
+            grads = self.engine.gradient if not per_sample else self._per_sample_gradient()
+        elif self._uses_closures(batched=False):
             closures = self._func_closures()
             self.loss, grads = closures.loss, closures.gradient
         else:
@@ -212,6 +228,21 @@ class InversionJacobian:
         self.onednn = self._choose_onednn(onednn)
 
     # ----------------------------------------------------------------------------------- set-up
+    def _build_engine(self, named, loss_fn) -> StructuredJacobian | None:
+        try:
+            return StructuredJacobian(self.model, self._x, self._y, [p for _, p in named], loss_fn,
+                                      per_sample=self.per_sample)
+        except EngineUnsupported as error:
+            if self.strategy == "engine":
+                raise ValueError(f"strategy='engine' cannot represent this model: {error}") from error
+            self.engine_unsupported = str(error)
+            logger.info("InversionJacobian: structured engine not used (%s); falling back to autograd", error)
+            return None
+
+    def _per_sample_gradient(self) -> list[torch.Tensor]:
+        """Per-sample parameter gradients ``(N, *θ_i)`` (one batched ``vmap`` of ``grad``)."""
+        return list(vmap(grad(self._sample_loss), in_dims=(None, 0, 0))(self._params, self._x, self._y).values())
+
     @property
     def batch_dims(self) -> int:
         """Leading dims of a flat parameter vector: 1 (``N``) in per-sample mode, else 0."""
@@ -348,7 +379,7 @@ class InversionJacobian:
         def product():
             v = torch.randn(self.input_shape, dtype=self._x.dtype, generator=torch.Generator().manual_seed(0))
             self.onednn = True  # while timing, the kernels are set by autotune(), not by _kernels()
-            self._vjp_tensor(self._jvp_list(v, False), False)
+            self.gram(v)
 
         return conv_kernels.choose(self.model, self._x.device, requested, key, product)
 
@@ -398,6 +429,10 @@ class InversionJacobian:
     # ------------------------------------------------------------------------------- products
     def _jvp_list(self, v: torch.Tensor, batched: bool) -> list[torch.Tensor]:
         v = v.to(self._x.dtype)
+        if self.engine is not None:
+            with self._kernels(False):
+                out = self.engine.jvp(v if batched else v.unsqueeze(0))
+            return out if batched else [t.squeeze(0) for t in out]
         if batched and (v.shape[0] == 1 or not self._functional):  # one tangent at a time
             singles = [self._jvp_list(t, False) for t in v]
             return [torch.stack(parts) for parts in zip(*singles)]
@@ -412,6 +447,10 @@ class InversionJacobian:
         return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, graph.params)]
 
     def _vjp_tensor(self, us: list[torch.Tensor], batched: bool) -> torch.Tensor:
+        if self.engine is not None:
+            with self._kernels(False):
+                out = self.engine.vjp(us if batched else [t.unsqueeze(0) for t in us])
+            return out if batched else out.squeeze(0)
         if batched and (us[0].shape[0] == 1 or not self._functional):  # one tangent at a time
             return torch.stack([self._vjp_tensor(list(parts), False) for parts in zip(*us)])
         if self._uses_closures(batched):
@@ -438,6 +477,11 @@ class InversionJacobian:
     def gram(self, v: torch.Tensor) -> torch.Tensor:
         """``JᵀJ v``: input-shaped ``v`` (optionally with a leading k) → same shape."""
         batched = self._tangent_batch(v, "v")
+        if self.engine is not None:
+            v = v.to(self._x.dtype)
+            with self._kernels(False):
+                out = self.engine.gram(v if batched else v.unsqueeze(0))
+            return out if batched else out.squeeze(0)
         return self._vjp_tensor(self._jvp_list(v, batched), batched)
 
     # ---------------------------------------------------------------------------- conversions

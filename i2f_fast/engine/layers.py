@@ -247,8 +247,11 @@ class BatchNormRule(Rule):
         dadot = dzdot * self.scale
         if not self.affine:
             return [dadot], []
-        gw = (dzdot * self.xhat + self.e * self.s * adots[0]).sum(self.sum_dims)
-        return [dadot], [gw, dzdot.sum(self.sum_dims)]
+        gw = self._reduce(dzdot * self.xhat + self.e * self.s * adots[0])
+        return [dadot], [gw, self._reduce(dzdot)]
+
+    def _reduce(self, t):  # (k, N, C, *spatial) → (k, C) or per sample (k, N, C)
+        return t.sum(self.sum_dims) if self.sum_dims else t  # sum(()) would reduce every dim
 
     def adjoint_up(self, ebars, u):
         ez = None if ebars[0] is None else ebars[0] * self.scale

@@ -239,16 +239,9 @@ class _Builder:
     def _module_rule(self, node, module, module_params):
         slots = dict(module_params)
         all_trainable = len(slots) == sum(1 for _ in module.parameters())
-        if isinstance(module, (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
-            if isinstance(module, nn.Identity) or not module.training or module.p == 0:
-                return None
-            raise EngineUnsupported(f"Dropout '{node.target}' is in training mode (a random mask per call); call model.eval()")
+        if isinstance(module, (nn.Identity, nn.modules.dropout._DropoutNd)):
+            return None  # identity, or dropout in eval mode (_check_modules refused training mode)
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if module.training or module.running_mean is None:
-                raise EngineUnsupported(
-                    f"BatchNorm '{node.target}' uses batch statistics (training mode), which couple the samples; "
-                    "call model.eval(), or use an autograd strategy for the batch-coupled Jacobian"
-                )
             if module.affine and not all_trainable:
                 return False
             return BatchNormRule(module.running_mean, module.running_var, module.eps,
@@ -379,6 +372,18 @@ class _Builder:
         return nodes, renumber[output]
 
 
+def _check_modules(model: nn.Module) -> None:
+    """Refuse, before running anything, modules whose forward couples samples or draws randomness."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None):
+            raise EngineUnsupported(
+                f"BatchNorm '{name}' uses batch statistics (training mode or no running statistics), which couple "
+                "the samples; call model.eval(), or use an autograd strategy for the batch-coupled Jacobian"
+            )
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+            raise EngineUnsupported(f"Dropout '{name}' is in training mode (a random mask per call); call model.eval()")
+
+
 def build_nodes(model: nn.Module, x: torch.Tensor, params: list[nn.Parameter]) -> tuple[list[EngineNode], int]:
     """Engine nodes of ``model`` at input ``x`` (node 0 is ``x``) and the index of the output node.
 
@@ -390,6 +395,7 @@ def build_nodes(model: nn.Module, x: torch.Tensor, params: list[nn.Parameter]) -
     Raises:
         EngineUnsupported: with the reason, when the model cannot be represented exactly.
     """
+    _check_modules(model)
     builder = _Builder(model, x, params)
     with torch.no_grad():
         return builder.run()
