@@ -58,6 +58,7 @@ class StructuredJacobian:
         used: dict[int, int] = {}
         for node in self.nodes[1:]:
             node.rule.per_sample = per_sample
+            node.rule.reads_x = node.inputs == [0]
             for slot in node.rule.param_slots:
                 used[slot] = used.get(slot, 0) + 1
         self.shared = {slot for slot, count in used.items() if count > 1}

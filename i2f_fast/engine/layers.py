@@ -54,7 +54,7 @@ class LinearRule(Rule):
 
     def tangent_back(self, adots, dzdot, materialize=True):
         k = dzdot.shape[0]
-        dadot = dzdot @ self.W
+        dadot = None if self.reads_x else dzdot @ self.W
         ed = dzdot.reshape(k, *self.e_rows.shape)
         ad = adots[0].reshape(k, *self.a_rows.shape)
         if self.use_gram and not materialize:
@@ -170,7 +170,7 @@ class ConvRule(Rule):
 
     def tangent_back(self, adots, dzdot, materialize=True):
         k = dzdot.shape[0]
-        dadot = self._input_grad(dzdot.flatten(0, 1), self.W, self.groups).view(k, *self.a_shape)
+        dadot = None if self.reads_x else self._input_grad(dzdot.flatten(0, 1), self.W, self.groups).view(k, *self.a_shape)
         blocks = self._num_blocks(k)
         x = torch.cat([self._primal(self.a, k), self._fold(adots[0])], 0)
         gy = torch.cat([self._fold(dzdot), self._primal(self.e, k)], 0)
