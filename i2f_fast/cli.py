@@ -262,6 +262,27 @@ def print_env() -> None:
                 print(f"{requested} picks {resolve(torch.device(device))} for {device} tensors")
             except BackendUnavailableError as err:
                 print(f"{requested} fails for {device} tensors: {err}")
+    _print_engine_coverage()
+
+
+def _print_engine_coverage() -> None:
+    """Whether the structured JᵀJ engine represents each built-in model, and with which node rules."""
+    from .engine import EngineUnsupported, StructuredJacobian
+    from .models import MODELS, build_model
+
+    print("structured JᵀJ engine (InversionJacobian strategy 'auto' uses it where it applies):")
+    for name in MODELS:
+        shape = (3, 32, 32) if name == "resnet18" else (1, 28, 28)
+        model = build_model(name, shape)
+        x, y = torch.zeros(1, *shape), torch.zeros(1, dtype=torch.long)
+        try:
+            engine = StructuredJacobian(model, x, y, list(model.parameters()))
+        except EngineUnsupported as err:
+            print(f"  {name:<10} falls back to autograd: {err}")
+            continue
+        rules = [type(node.rule).__name__ for node in engine.nodes[1:]]
+        generic = rules.count("GenericRule")
+        print(f"  {name:<10} {len(rules)} nodes, {len(rules) - generic} hand-written rules, {generic} generic")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ def test_env_lists_backends(capsys):
     assert "i2f_fast._C " in out and "i2f_fast._C_cuda" in out
     assert "reference  cpu   available" in out
     assert "picks" in out and "for cpu tensors" in out
+    assert "lenet      10 nodes, 10 hand-written rules, 0 generic" in out  # the engine covers the paper's model
 
 
 def test_env_reports_a_bad_backend_variable_instead_of_failing(capsys, monkeypatch):
