@@ -101,7 +101,7 @@ def _bench(name, build, reference, goal, rounds, baseline_rounds) -> common.Row:
     b_gd, gd_iters = baseline()  # correctness run; also the baseline's warm-up
     err_gd = abs(b_gd.norm().item() - ref) / ref
     gd_shift_err = ((b_gd.reshape(-1).double() - b_ref).norm() / b_ref.norm()).item()
-    print(f"[{name}] float64 reference ‖b‖ = {ref:.10g} ({reference.__doc__.split(' by ')[1].split(';')[0].strip()}; "
+    print(f"[{name}] float64 reference ‖b‖ = {ref:.10g} ({reference.__name__.strip('_').replace('_', ' ')}; "
           f"float64 CG agrees to {err64:.1e})")
     print(f"[{name}] i2f_fast  : ‖b‖ rel. err {err_ours:.2e}, ‖b − b_ref‖/‖b_ref‖ {shift_err:.2e}, "
           f"{int(res.iterations)} CG iterations, {calls[0]} JᵀJv products (incl. residual check), "
