@@ -258,3 +258,18 @@ def test_batchnorm_in_training_mode_is_not_run_by_the_engine():
     with pytest.raises(EngineUnsupported):
         StructuredJacobian(model, x, torch.tensor([0, 1, 0]), list(model.parameters()))
     assert model[1].num_batches_tracked.item() == 0, "the refusal must come before any forward"
+
+
+def test_set_primal_moves_the_linearisation_point_without_retracing():
+    model, x, y = engine_problem("relu_cnn", 2)
+    engine = StructuredJacobian(model, x, y, list(model.parameters()))
+    nodes = engine.nodes
+    x2 = torch.randn(x.shape, dtype=x.dtype)
+    engine.set_primal(x2)
+    assert engine.nodes is nodes
+    fresh = StructuredJacobian(model, x2, y, list(model.parameters()))
+    v = torch.randn(2, *x.shape, dtype=x.dtype)
+    assert_close(engine.gram(v), fresh.gram(v))
+    assert_close(engine.loss, fresh.loss)
+    with pytest.raises(ValueError, match="traced shape"):
+        engine.set_primal(x2[:1])

@@ -52,6 +52,7 @@ class StructuredJacobian:
         per_sample: bool = False,
     ):
         self.nodes, self.output = build_nodes(model, x, list(params))
+        self.shapes_in = x.shape
         self.per_sample = per_sample
         self.param_shapes = [p.shape for p in params]
         self.loss_node = LossNode(loss_fn, y, per_sample)
@@ -65,9 +66,20 @@ class StructuredJacobian:
         for node in self.nodes[1:]:
             if self.shared.intersection(node.rule.param_slots) and hasattr(node.rule, "gram_allowed"):
                 node.rule.gram_allowed = False
-        self.loss, self.gradient = self._primal(x, [p.detach() for p in params])
+        self._params = [p.detach() for p in params]
+        self.set_primal(x)
 
     # ---------------------------------------------------------------------------------- primal
+    def set_primal(self, x: torch.Tensor) -> None:
+        """Move the linearisation point to a new input ``x`` of the traced shape (no re-tracing).
+
+        Runs one forward + backward through the node rules and refreshes ``loss`` and
+        ``gradient``; the attack calls this once per iteration before its ``Jᵀ w`` sweep.
+        """
+        if x.shape != self.shapes_in:
+            raise ValueError(f"x must keep the traced shape {tuple(self.shapes_in)}, got {tuple(x.shape)}")
+        self.loss, self.gradient = self._primal(x, self._params)
+
     def _primal(self, x, params):
         """Run forward + backward through the rules; cache each node's inputs and adjoint."""
         leaves = [p.detach().requires_grad_(True) for p in params]
