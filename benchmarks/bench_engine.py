@@ -35,7 +35,8 @@ SAMPLES = 16
 
 
 def _mlp(widths, classes):
-    model = models.mlp((widths[0],), classes, widths[1:], "tanh", generator=torch.Generator().manual_seed(0)).eval()
+    model = models.mlp((widths[0],), classes, widths[1:], "tanh", init="xavier",
+                       generator=torch.Generator().manual_seed(0)).eval()
     x = torch.randn(1, widths[0], generator=torch.Generator().manual_seed(1))
     return model, x, torch.tensor([3])
 

@@ -37,11 +37,11 @@ SIGMA = 1e-2  # δ ~ N(0, σ² I), σ² = 1e-4
 
 
 def _mlp_problem(n: int = 1, dtype: torch.dtype = torch.float32):
-    """784-512-256-10 tanh MLP (PyTorch init, seeded) on ``n`` digits samples (1×28×28)."""
+    """784-512-256-10 tanh MLP (Xavier init, seeded) on ``n`` digits samples (1×28×28)."""
     from i2f_fast.models import mlp
 
     _, x, y = common.lenet_problem(n, dtype)
-    model = mlp(tuple(x.shape[1:]), 10, (512, 256), "tanh", generator=torch.Generator().manual_seed(0))
+    model = mlp(tuple(x.shape[1:]), 10, (512, 256), "tanh", init="xavier", generator=torch.Generator().manual_seed(0))
     return model.eval().to(dtype), x, y
 
 
