@@ -13,6 +13,7 @@ using batch statistics, Dropout in training mode, in-place tensor methods.
 from __future__ import annotations
 
 import operator
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -97,14 +98,29 @@ def _activation_fn(act, alpha, threshold):
     return call
 
 
+_TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _traced_graph(model: nn.Module) -> torch.fx.Graph:
+    """``torch.fx.symbolic_trace(model).graph``, cached per model while its module tree is unchanged
+    (tracing is 1.5 ms of the 2.9 ms engine set-up on the 784-512-256-10 MLP)."""
+    signature = tuple((name, id(m), m.training) for name, m in model.named_modules())
+    cached = _TRACES.get(model)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as error:  # fx raises many types (TraceError, TypeError, NotImplementedError, ...)
+        raise EngineUnsupported(f"torch.fx cannot trace {type(model).__name__}: {error}") from error
+    _TRACES[model] = (signature, graph)
+    return graph
+
+
 class _Builder:
     def __init__(self, model: nn.Module, x: torch.Tensor, params: list[nn.Parameter]):
         self.model = model
         self.slot_of = {id(p): i for i, p in enumerate(params)}
-        try:
-            self.graph = torch.fx.symbolic_trace(model).graph
-        except Exception as error:  # fx raises many types (TraceError, TypeError, NotImplementedError, ...)
-            raise EngineUnsupported(f"torch.fx cannot trace {type(model).__name__}: {error}") from error
+        self.graph = _traced_graph(model)
         self.x = x
         self.value: dict[torch.fx.Node, Any] = {}
         self.engine_index: dict[torch.fx.Node, int] = {}
