@@ -26,7 +26,8 @@ _CODES = {name: i for i, name in enumerate(ACTIVATIONS)}  # the order of ActCode
 
 @triton.jit
 def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+    e = tl.exp(-tl.abs(x))  # no overflow for large |x|
+    return tl.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 @triton.jit
@@ -85,9 +86,8 @@ def _dual_act_kernel(z_ptr, t_ptr, s_ptr, da_ptr, out_ptr, total, M, alpha_hi, a
     else:  # softplus
         bz = alpha * z
         sg = _sigmoid(bz)
-        linear = bz > threshold
-        d1 = tl.where(linear, 1.0, sg).to(dtype)
-        d2 = tl.where(linear, 0.0, alpha * sg * (1.0 - sg)).to(dtype)
+        d1 = tl.where(bz > threshold, 1.0, sg).to(dtype)
+        d2 = tl.where(bz >= threshold, 0.0, alpha * sg * (1.0 - sg)).to(dtype)  # autograd's double backward
     out = d1 * t
     if SECOND:
         s = tl.load(s_ptr + idx, mask=mask, other=0.0)

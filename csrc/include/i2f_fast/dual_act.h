@@ -117,9 +117,9 @@ I2F_FAST_HD void act_derivatives(int act, T z, T alpha, T threshold, T& d1, T& d
     default: {  // kActSoftplus
       const T bz = alpha * z;
       const T s = act_sigmoid(bz);
-      const bool linear = bz > threshold;
-      d1 = linear ? T(1) : s;
-      d2 = linear ? T(0) : alpha * s * (T(1) - s);
+      // autograd: σ' is linear for βz > threshold, σ'' for βz >= threshold (both 0 / 1 there)
+      d1 = bz > threshold ? T(1) : s;
+      d2 = bz >= threshold ? T(0) : alpha * s * (T(1) - s);
       return;
     }
   }
