@@ -172,6 +172,7 @@ def test_reference_gram_apply_equals_the_materialised_u(bias):
         (2, 3, 1, 6, 5),  # per-sample mode: G = N, S = 1
         (3, 1, 5, 11, 4),  # one batched Jacobian of 5 samples
         (2, 2, 3, 261, 17),  # I over one tile, odd everything
+        (2, 1, 16, 70, 61),  # large enough for the C++ kernel's GEMM form
     ],
 )
 def test_gram_apply_matches_reference(device_backend, dtype, k, G, S, I, O):

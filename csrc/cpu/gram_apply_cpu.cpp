@@ -7,12 +7,15 @@
 // accumulated in double for float64 and float32 for float32); phase 2 item (p, m) writes output
 // rows m of ua and ute as sums of S scaled rows each. Both phases write disjoint slots, so the
 // results do not depend on the thread count. The Grams live in one workspace (k·G·4·S² numbers).
+// Large S switches to BLAS GEMMs (gram_apply_gemm below).
 // Why fused: the reference runs six batched GEMMs (two Grams shared by the k tangents), an add
 // and two transposes; for the engine's small S (1 per sample, N, N·tokens) these are
 // overhead-bound, and at S = 1 everything reduces to four dot products and four axpys.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/matmul.h>
 
 #include <vector>
 
@@ -89,6 +92,32 @@ void gram_apply_impl(const T* a, const T* e, const T* adot, const T* edot, T* ua
   });
 }
 
+// Large Grams (S >= kGemmMinRows and kGemmMinWork multiply-adds or more): the same contractions
+// as four BLAS GEMMs for the Grams (a·a and e·e once per group, shared by the k tangents) and two
+// for their application, each pair of terms merged into one GEMM of inner size 2S:
+//   ua  = [a aᵀ + bias | a ȧᵀ] · [ė ; e]        ute = [e ėᵀ | e eᵀ] · [a ; ȧ]
+// (rows m, columns n of the Grams). The direct loops run at a few GFLOP/s; BLAS at tens, so the
+// GEMM form wins as soon as the work hides its ~6 extra ATen calls
+// (benchmarks/bench_engine_kernels.py: G = 1, S = 64, I = O = 256 took 1.0 ms in the direct loops
+// against 0.18 ms for the reference's batched GEMMs).
+constexpr int64_t kGemmMinRows = 8;
+constexpr int64_t kGemmMinWork = 1 << 18;
+
+std::tuple<at::Tensor, at::Tensor> gram_apply_gemm(const at::Tensor& a, const at::Tensor& e, const at::Tensor& adot,
+                                                   const at::Tensor& edot, bool bias) {
+  const int64_t K = adot.size(0), G = a.size(0), S = a.size(1), I = a.size(2), O = e.size(2);
+  at::Tensor gaa = at::matmul(a, a.transpose(-1, -2));  // (G, S, S)
+  if (bias) gaa.add_(1);
+  const at::Tensor gee = at::matmul(e, e.transpose(-1, -2));
+  const at::Tensor ga_adot = at::matmul(a, adot.transpose(-1, -2));  // (K, G, S, S): [m, n] = a_m·ȧ_n
+  const at::Tensor ge_edot = at::matmul(e, edot.transpose(-1, -2));  // [m, n] = e_m·ė_n
+  at::Tensor ua = at::matmul(at::cat({gaa.expand({K, G, S, S}), ga_adot}, -1),
+                             at::cat({edot, e.expand({K, G, S, O})}, -2));
+  at::Tensor ute = at::matmul(at::cat({ge_edot, gee.expand({K, G, S, S})}, -1),
+                              at::cat({a.expand({K, G, S, I}), adot}, -2));
+  return {ua.contiguous(), ute.contiguous()};
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> gram_apply(const at::Tensor& a, const at::Tensor& e, const at::Tensor& adot,
@@ -98,6 +127,7 @@ std::tuple<at::Tensor, at::Tensor> gram_apply(const at::Tensor& a, const at::Ten
   at::Tensor ua = at::empty({K, G, S, O}, a.options());
   at::Tensor ute = at::empty({K, G, S, I}, a.options());
   if (K * G * S == 0) return {ua, ute};
+  if (S >= kGemmMinRows && 4 * K * G * S * S * (I + O) >= kGemmMinWork) return gram_apply_gemm(a, e, adot, edot, bias);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "i2f_fast::gram_apply (cpu)", [&] {
     gram_apply_impl<scalar_t>(a.const_data_ptr<scalar_t>(), e.const_data_ptr<scalar_t>(),
                               adot.const_data_ptr<scalar_t>(), edot.const_data_ptr<scalar_t>(),
