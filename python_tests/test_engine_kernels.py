@@ -177,6 +177,8 @@ def test_reference_gram_apply_equals_the_materialised_u(bias):
 )
 def test_gram_apply_matches_reference(device_backend, dtype, k, G, S, I, O):
     device, backend = device_backend
+    if backend == "triton" and S >= 8 and device == "cpu":
+        pytest.skip("the GEMM form is the C++ kernel's; the Triton kernels have one code path (slow when interpreted)")
     inputs = gram_inputs(k, G, S, I, O, dtype, device)
     for bias in (True, False):
         got = run(backend, gram_apply, *inputs, bias)
@@ -274,18 +276,25 @@ def test_reference_backend_runs_the_reference():
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
+# The C++ extension registers PyTorch's not-implemented autograd kernel; the pure-Python install a
+# Python one (i2f_fast/ops/_engine_checks.py).
+NOT_DIFFERENTIABLE = r"{0} is not differentiable|derivative for .*{0}.* is not implemented"
+
+
 def test_not_differentiable_raises_a_clear_error():
+    """The ops (``torch.ops.i2f_fast.*``) raise on backward; the public functions under the
+    ``reference`` backend run plain torch and stay differentiable."""
     z, t, s, da, *rest = small_cases("cpu")["dual_act"]
     t = t.clone().requires_grad_()
     out = torch.ops.i2f_fast.dual_act(z, t, s, da, *rest)
-    with pytest.raises(RuntimeError, match="dual_act is not differentiable"):
+    with pytest.raises(RuntimeError, match=NOT_DIFFERENTIABLE.format("dual_act")):
         out.sum().backward()
     p, u, scale = small_cases("cpu")["ce_hvp"]
-    with pytest.raises(RuntimeError, match="ce_hvp is not differentiable"):
-        ce_hvp(p, u.clone().requires_grad_(), scale).sum().backward()
+    with pytest.raises(RuntimeError, match=NOT_DIFFERENTIABLE.format("ce_hvp")):
+        torch.ops.i2f_fast.ce_hvp(p, u.clone().requires_grad_(), scale).sum().backward()
     a, e, adot, edot, bias = small_cases("cpu")["gram_apply"]
-    with pytest.raises(RuntimeError, match="gram_apply is not differentiable"):
-        gram_apply(a.clone().requires_grad_(), e, adot, edot, bias)[0].sum().backward()
+    with pytest.raises(RuntimeError, match=NOT_DIFFERENTIABLE.format("gram_apply")):
+        torch.ops.i2f_fast.gram_apply(a.clone().requires_grad_(), e, adot, edot, bias)[0].sum().backward()
 
 
 def _bad_cases():

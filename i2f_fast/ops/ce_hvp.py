@@ -13,7 +13,7 @@ import torch
 from .. import _loader  # noqa: F401  (schema, then the compiled kernels when built)
 from ..backend import resolve
 from ..reference.ce_hvp import ce_hvp_ref
-from ._engine_checks import check_number, check_tensor, no_context, not_differentiable
+from ._engine_checks import check_number, check_tensor, register_not_differentiable
 
 
 @torch.library.impl("i2f_fast::ce_hvp", "CompositeExplicitAutograd")
@@ -26,7 +26,7 @@ def _ce_hvp_fake(p, u, scale):
     return torch.empty_like(u, memory_format=torch.contiguous_format)
 
 
-torch.library.register_autograd("i2f_fast::ce_hvp", not_differentiable("ce_hvp"), setup_context=no_context)
+register_not_differentiable("ce_hvp")
 
 
 def _check(p, u, scale):

@@ -14,7 +14,7 @@ import torch
 from .. import _loader  # noqa: F401  (schema, then the compiled kernels when built)
 from ..backend import resolve
 from ..reference.dual_act import ACTIVATIONS, dual_act_ref
-from ._engine_checks import check_number, check_tensor, no_context, not_differentiable
+from ._engine_checks import check_number, check_tensor, register_not_differentiable
 
 
 @torch.library.impl("i2f_fast::dual_act", "CompositeExplicitAutograd")
@@ -27,7 +27,7 @@ def _dual_act_fake(z, t, s, da, act, alpha, threshold):
     return torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
-torch.library.register_autograd("i2f_fast::dual_act", not_differentiable("dual_act"), setup_context=no_context)
+register_not_differentiable("dual_act")
 
 
 def _check(z, t, s, da, act, alpha, threshold):

@@ -14,7 +14,7 @@ import torch
 from .. import _loader  # noqa: F401  (schema, then the compiled kernels when built)
 from ..backend import resolve
 from ..reference.gram_apply import gram_apply_ref
-from ._engine_checks import check_tensor, no_context, not_differentiable
+from ._engine_checks import check_tensor, register_not_differentiable
 
 
 @torch.library.impl("i2f_fast::gram_apply", "CompositeExplicitAutograd")
@@ -28,9 +28,7 @@ def _gram_apply_fake(a, e, adot, edot, bias):
     return a.new_empty((k, G, S, O)), a.new_empty((k, G, S, I))
 
 
-torch.library.register_autograd(
-    "i2f_fast::gram_apply", not_differentiable("gram_apply"), setup_context=no_context
-)
+register_not_differentiable("gram_apply")
 
 
 def _check(a, e, adot, edot, bias):
