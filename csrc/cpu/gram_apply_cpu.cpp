@@ -26,7 +26,9 @@
 namespace i2f_fast::cpu {
 namespace {
 
-constexpr int64_t kGrainFlops = 32768;  // multiply-adds per parallel task, at least
+// Multiply-adds per parallel task, at least: smaller calls run on the calling thread (with
+// 32768, G = 1, S = 1, k = 16 went parallel and took 0.1 ms with 2 threads instead of 20 µs).
+constexpr int64_t kGrainFlops = 1 << 16;
 
 template <typename acc_t, typename T>
 acc_t dot(const T* x, const T* y, int64_t n) {
