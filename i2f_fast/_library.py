@@ -13,3 +13,11 @@ lib.define(
     "cg_step(Tensor(a!) x, Tensor(b!) r, Tensor(c!) p, Tensor Ap, Tensor rr, Tensor active)"
     " -> (Tensor, Tensor)"
 )
+
+# The structured JᵀJ engine's kernels (ENGINE.md; see i2f_fast/ops/dual_act.py, ce_hvp.py,
+# gram_apply.py). Pure functions: they return new tensors and mutate nothing.
+lib.define(
+    "dual_act(Tensor z, Tensor t, Tensor? s, Tensor? da, str act, float alpha, float threshold) -> Tensor"
+)
+lib.define("ce_hvp(Tensor p, Tensor u, float scale) -> Tensor")
+lib.define("gram_apply(Tensor a, Tensor e, Tensor adot, Tensor edot, bool bias) -> (Tensor, Tensor)")

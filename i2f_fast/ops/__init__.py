@@ -1,4 +1,7 @@
 """Fused tensor ops, one module each (public function + fake kernel + routing)."""
 from .cg_step import cg_step
+from .ce_hvp import ce_hvp
+from .dual_act import dual_act
+from .gram_apply import gram_apply
 
-__all__ = ["cg_step"]
+__all__ = ["cg_step", "ce_hvp", "dual_act", "gram_apply"]

@@ -67,8 +67,9 @@ def activation_derivatives(
     if act == "softplus":
         bz = alpha * z
         s = torch.sigmoid(bz)
-        linear = bz > threshold
-        return torch.where(linear, 1.0, s), torch.where(linear, 0.0, alpha * s * (1 - s))
+        # autograd's softplus_backward is linear for βz > threshold, its double backward for
+        # βz >= threshold: at βz == threshold exactly, σ' = sigmoid but σ'' = 0.
+        return torch.where(bz > threshold, 1.0, s), torch.where(bz >= threshold, 0.0, alpha * s * (1 - s))
     raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
 
 

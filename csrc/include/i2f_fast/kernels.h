@@ -2,9 +2,11 @@
 // dispatcher in csrc/ops_cpu.cpp and csrc/ops_cuda.cpp; callable directly from C++.
 #pragma once
 
+#include <optional>
 #include <tuple>
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
 
 namespace i2f_fast {
 
@@ -19,6 +21,27 @@ namespace cuda {
 // i2f_fast::cg_step on CUDA tensors; same contract as cpu::cg_step, no host synchronisation.
 std::tuple<at::Tensor, at::Tensor> cg_step(at::Tensor& x, at::Tensor& r, at::Tensor& p, const at::Tensor& Ap,
                                            const at::Tensor& rr, const at::Tensor& active);
+}  // namespace cuda
+
+// The structured engine's kernels (ENGINE.md), contiguous float32/float64 inputs of one dtype.
+// dual_act: z (*M), t (*L, *M), optional s (*L, *M) and da (*M) → σ'(z)⊙t + σ''(z)⊙da⊙s, (*L, *M).
+// ce_hvp: p (N, C), u (*L, N, C) → scale·(p⊙u − p (p·u)) per row, (*L, N, C).
+// gram_apply: a (G, S, I), e (G, S, O), adot (k, G, S, I), edot (k, G, S, O) →
+//   (U a + u_b (k, G, S, O), Uᵀ e (k, G, S, I)) with U = Σ_n ė_n a_nᵀ + e_n ȧ_nᵀ per group.
+namespace cpu {
+at::Tensor dual_act(const at::Tensor& z, const at::Tensor& t, const std::optional<at::Tensor>& s,
+                    const std::optional<at::Tensor>& da, c10::string_view act, double alpha, double threshold);
+at::Tensor ce_hvp(const at::Tensor& p, const at::Tensor& u, double scale);
+std::tuple<at::Tensor, at::Tensor> gram_apply(const at::Tensor& a, const at::Tensor& e, const at::Tensor& adot,
+                                              const at::Tensor& edot, bool bias);
+}  // namespace cpu
+
+namespace cuda {
+at::Tensor dual_act(const at::Tensor& z, const at::Tensor& t, const std::optional<at::Tensor>& s,
+                    const std::optional<at::Tensor>& da, c10::string_view act, double alpha, double threshold);
+at::Tensor ce_hvp(const at::Tensor& p, const at::Tensor& u, double scale);
+std::tuple<at::Tensor, at::Tensor> gram_apply(const at::Tensor& a, const at::Tensor& e, const at::Tensor& adot,
+                                              const at::Tensor& edot, bool bias);
 }  // namespace cuda
 
 }  // namespace i2f_fast
