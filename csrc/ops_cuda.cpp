@@ -5,3 +5,10 @@
 #include "i2f_fast/kernels.h"
 
 TORCH_LIBRARY_IMPL(i2f_fast, CUDA, m) { m.impl("cg_step", &i2f_fast::cuda::cg_step); }
+
+// The attack loop's fused ops (issue 5), in their own block so that each op group merges cleanly.
+TORCH_LIBRARY_IMPL(i2f_fast, CUDA, m) {
+  m.impl("grad_match", &i2f_fast::cuda::grad_match);
+  m.impl("tv", &i2f_fast::cuda::tv);
+  m.impl("attack_step", &i2f_fast::cuda::attack_step);
+}

@@ -23,7 +23,6 @@ second derivative is block diagonal and one backward pass serves all samples.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 
 from . import conv_kernels
+from .flat import FlatLayout
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _MAX_REPLICA_GRAPHS = 2
@@ -65,7 +65,8 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def flatten_tensors(tensors: Sequence[torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
-    """Concatenate parameter-shaped tensors into one flat vector per batch entry.
+    """Concatenate parameter-shaped tensors into one flat vector per batch entry (one
+    :class:`~i2f_fast.flat.FlatLayout` buffer).
 
     Args:
         tensors: tensors shaped ``(*batch, *param_shape_i)``.
@@ -74,17 +75,12 @@ def flatten_tensors(tensors: Sequence[torch.Tensor], batch_dims: int = 0) -> tor
     Returns:
         ``(*batch, P)`` with ``P = Σ_i numel(param_shape_i)``.
     """
-    batch = tensors[0].shape[:batch_dims]
-    return torch.cat([t.reshape(*batch, -1) for t in tensors], dim=-1)
+    return FlatLayout([t.shape[batch_dims:] for t in tensors]).flatten(tensors, batch_dims)
 
 
 def unflatten_tensors(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
     """Split ``(*batch, P)`` into views shaped ``(*batch, *shape_i)`` (inverse of :func:`flatten_tensors`)."""
-    sizes = [math.prod(s) for s in shapes]
-    if flat.shape[-1] != sum(sizes):
-        raise ValueError(f"flat vector has {flat.shape[-1]} entries, the parameters have {sum(sizes)}")
-    batch = flat.shape[:-1]
-    return [c.reshape(*batch, *s) for c, s in zip(torch.split(flat, sizes, dim=-1), shapes)]
+    return FlatLayout(shapes).views(flat)
 
 
 def _check_inputs(model, x, y, loss_fn, per_sample):
