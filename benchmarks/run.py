@@ -23,8 +23,9 @@ import torch  # noqa: E402
 
 import common  # noqa: E402
 
-BENCHES = ("bench_cg_step", "bench_products", "bench_i2f", "bench_eigen", "bench_batched", "bench_attack")
-TAKES_THREADS = {"bench_cg_step", "bench_i2f", "bench_eigen", "bench_batched", "bench_attack"}  # bench_products runs 1 and 2 threads itself
+BENCHES = ("bench_cg_step", "bench_products", "bench_i2f", "bench_eigen", "bench_batched", "bench_attack",
+           "bench_fused_attack")
+TAKES_THREADS = {"bench_cg_step", "bench_i2f", "bench_eigen", "bench_batched", "bench_attack", "bench_fused_attack"}  # bench_products runs 1 and 2 threads itself
 
 
 def main(argv=None) -> int:

@@ -32,11 +32,11 @@ __global__ void attack_step_kernel(scalar_t* __restrict__ x, const scalar_t* __r
                                    const scalar_t* __restrict__ lower, const scalar_t* __restrict__ upper,
                                    int64_t numel, int64_t inner) {
   const scalar_t inv_bc1 = scalar_t(1) / bc1[0];
-  const scalar_t sqrt_bc2 = sqrt(bc2[0]);
+  const scalar_t inv_sqrt_bc2 = scalar_t(1) / sqrt(bc2[0]);
   for (int64_t e = blockIdx.x * int64_t(kThreads) + threadIdx.x; e < numel; e += int64_t(gridDim.x) * kThreads) {
     const scalar_t step = lr[per_row_lr ? e / inner : 0] * inv_bc1;
     scalar_t xe = x[e], me = m[e], ve = v[e];
-    adam_element(xe, g[e], me, ve, step, sqrt_bc2, c);
+    adam_element(xe, g[e], me, ve, step, inv_sqrt_bc2, c);
     x[e] = box_element(xe, lower, upper, e % inner);
     m[e] = me;
     v[e] = ve;

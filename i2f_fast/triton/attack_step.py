@@ -33,11 +33,11 @@ def _attack_step_kernel(x_ptr, g_ptr, m_ptr, v_ptr, lr_ptr, bc1_ptr, bc2_ptr, lo
     v = tl.load(v_ptr + e, mask=mask, other=0.0)
     lr = tl.load(lr_ptr + e // inner, mask=mask, other=0.0) if PER_ROW_LR else tl.load(lr_ptr)
     step = lr / tl.load(bc1_ptr)
-    sqrt_bc2 = tl.sqrt(tl.load(bc2_ptr))
+    inv_sqrt_bc2 = 1.0 / tl.sqrt(tl.load(bc2_ptr))
     u = ((g > 0).to(dtype) - (g < 0).to(dtype)) if SIGNED else g
     m = m + tl.full((), W1, dtype) * (u - m)
     v = v * tl.full((), BETA2, dtype) + tl.full((), W2, dtype) * (u * u)
-    x = x - (m * step) / (tl.sqrt(v) / sqrt_bc2 + tl.full((), EPS, dtype))
+    x = x - (m * step) / (tl.sqrt(v) * inv_sqrt_bc2 + tl.full((), EPS, dtype))
     k = e % inner
     if HAS_LOWER:
         lo = tl.load(lower_ptr + k, mask=mask, other=0.0)

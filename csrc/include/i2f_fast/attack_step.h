@@ -4,7 +4,7 @@
 // One torch.optim.Adam step (no weight decay, no amsgrad) on the gradient u, or on its sign when
 // `signed` (reference: i2f_fast/reference/attack_step.py), then the box projection:
 //   m ← m + (1 − β₁)(u − m);   v ← β₂ v + (1 − β₂) u²
-//   x ← x − step · m / (√v / √bc₂ + eps),  step = lr / bc₁;   x ← min(max(x, lower), upper).
+//   x ← x − step · m / (√v · (1/√bc₂) + eps),  step = lr / bc₁;   x ← min(max(x, lower), upper).
 // The step size and bias corrections arrive as device tensors (read by the kernel, never by the
 // host), so the step can be captured once in a CUDA graph and replayed.
 #pragma once
@@ -24,12 +24,12 @@ struct AdamCoefficients {
 };
 
 template <typename scalar_t>
-I2F_FAST_HD void adam_element(scalar_t& x, scalar_t g, scalar_t& m, scalar_t& v, scalar_t step, scalar_t sqrt_bc2,
-                              const AdamCoefficients<scalar_t>& c) {
+I2F_FAST_HD void adam_element(scalar_t& x, scalar_t g, scalar_t& m, scalar_t& v, scalar_t step,
+                              scalar_t inv_sqrt_bc2, const AdamCoefficients<scalar_t>& c) {
   const scalar_t u = c.sign ? static_cast<scalar_t>((g > scalar_t(0)) - (g < scalar_t(0))) : g;
   m = m + c.w1 * (u - m);
   v = v * c.beta2 + c.w2 * (u * u);
-  x = x - (m * step) / (std::sqrt(v) / sqrt_bc2 + c.eps);
+  x = x - (m * step) / (std::sqrt(v) * inv_sqrt_bc2 + c.eps);  // one division per element
 }
 
 // torch.clamp order: max with the lower bound first, then min with the upper bound.
