@@ -12,7 +12,7 @@ CPU_VENV  := .venv-cpu
 CPU_TORCH := torch==2.13.0
 export MAX_JOBS ?= 2
 
-.PHONY: setup demo test bench check-cpu-torch clean
+.PHONY: setup demo test bench gpu-suite check-cpu-torch clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,13 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# On a machine with one CUDA card: build with CUDA, run the tests on the GPU and every benchmark,
+# one table of ratios with the card's name, under 10 minutes (benchmarks/gpu_suite.py). Uses
+# .venv when it exists, else $(PYTHON) (an environment that already has torch with CUDA).
+SUITE_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-suite:
+	$(SUITE_PY) benchmarks/gpu_suite.py $(SUITE_ARGS)
 
 check-cpu-torch:
 	$(PYTHON) -m venv $(CPU_VENV)
