@@ -59,16 +59,13 @@ I2F_FAST_CPU_CLONES GradMatchSums cosine_sums_tile(const scalar_t* __restrict__ 
   return {dot, trial_sq, target_sq};
 }
 
-// grad = w ⊙ (c_target · g + c_trial · g'), with c_target = −scale and c_trial = scale · ratio.
 template <typename scalar_t, bool kWeighted>
 I2F_FAST_CPU_CLONES void cosine_grad_tile(const scalar_t* __restrict__ trial, const scalar_t* __restrict__ target,
                                           const scalar_t* __restrict__ w, scalar_t* __restrict__ grad, int64_t n,
                                           scalar_t c_target, scalar_t c_trial) {
 #pragma omp simd
-  for (int64_t k = 0; k < n; ++k) {
-    const scalar_t value = c_target * target[k] + c_trial * trial[k];
-    grad[k] = kWeighted ? w[k] * value : value;
-  }
+  for (int64_t k = 0; k < n; ++k)
+    grad[k] = grad_match_cosine_grad(trial[k], target[k], kWeighted ? w[k] : scalar_t(1), c_target, c_trial);
 }
 
 template <typename scalar_t, bool kWeighted>

@@ -75,9 +75,10 @@ __global__ void cosine_grad_kernel(const scalar_t* __restrict__ trial, const sca
   const int64_t row = blockIdx.x / tiles_per_row, begin = (blockIdx.x % tiles_per_row) * kTile;
   const int64_t end = begin + kTile < P ? begin + kTile : P;
   const GradMatchPlan pl = plan[row];
+  const scalar_t c_target = static_cast<scalar_t>(-pl.scale), c_trial = static_cast<scalar_t>(pl.scale * pl.ratio);
   for (int64_t k = begin + threadIdx.x; k < end; k += kThreads)
-    grad[row * P + k] = grad_match_cosine_grad(trial[row * P + k], target[k],
-                                               static_cast<scalar_t>(weight_at(w, k)), pl);
+    grad[row * P + k] = grad_match_cosine_grad(trial[row * P + k], target[k], w == nullptr ? scalar_t(1) : w[k],
+                                               c_target, c_trial);
 }
 
 template <typename scalar_t>

@@ -40,9 +40,12 @@ I2F_FAST_HD GradMatchPlan grad_match_cosine_plan(const GradMatchSums& s) {
   return {1.0 - s.dot * scale, scale, s.dot / s.trial_sq};
 }
 
+// Pass-2 element of a cosine row: ∂loss/∂g' = w ⊙ (c_target · g + c_trial · g'), with the row's
+// c_target = −scale and c_trial = scale · ratio formed once per row in scalar_t.
 template <typename scalar_t>
-I2F_FAST_HD scalar_t grad_match_cosine_grad(scalar_t trial, scalar_t target, scalar_t w, const GradMatchPlan& plan) {
-  return static_cast<scalar_t>(-plan.scale * (static_cast<double>(w) * target - plan.ratio * w * trial));
+I2F_FAST_HD scalar_t grad_match_cosine_grad(scalar_t trial, scalar_t target, scalar_t w, scalar_t c_target,
+                                            scalar_t c_trial) {
+  return w * (c_target * target + c_trial * trial);
 }
 
 }  // namespace i2f_fast
