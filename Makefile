@@ -50,7 +50,8 @@ check-cpu-torch:
 	cd /tmp && $(CURDIR)/$(CPU_VENV)/bin/i2f-fast env
 	cd /tmp && $(CURDIR)/$(CPU_VENV)/bin/python -c "import i2f_fast, i2f_fast._C; assert i2f_fast.backend.resolve('cpu') == 'native'"
 	cd /tmp && $(CURDIR)/$(CPU_VENV)/bin/python -m pytest -q -p no:cacheprovider \
-		$(CURDIR)/python_tests/test_cg_step.py $(CURDIR)/python_tests/test_backend.py $(CURDIR)/python_tests/test_solvers.py
+		$(CURDIR)/python_tests/test_cg_step.py $(CURDIR)/python_tests/test_backend.py $(CURDIR)/python_tests/test_solvers.py \
+		$(CURDIR)/python_tests/test_fused_ops.py
 	$(CPU_VENV)/bin/cmake -S . -B build/cmake-cpu -G Ninja -DCMAKE_MAKE_PROGRAM=$(CURDIR)/$(CPU_VENV)/bin/ninja \
 		-DCMAKE_PREFIX_PATH="$$($(CPU_VENV)/bin/python -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
 	$(CPU_VENV)/bin/cmake --build build/cmake-cpu -j $(MAX_JOBS)

@@ -33,9 +33,10 @@ void check_grad_match(int64_t R, int64_t P, bool weighted, bool cosine, at::Scal
   auto [loss, grad] = i2f_fast::cpu::grad_match(trial, target, weighted ? std::optional<at::Tensor>(w) : std::nullopt,
                                                 cosine ? "cosine" : "l2");
   at::Tensor want_loss = at::empty({R}, at::kDouble), want_grad = at::empty({R, P}, at::kDouble);
-  auto T = trial.to(at::kDouble).accessor<double, 2>();
-  auto G = target.to(at::kDouble).accessor<double, 1>();
-  auto W = w.to(at::kDouble).accessor<double, 1>();
+  const at::Tensor trial_d = trial.to(at::kDouble), target_d = target.to(at::kDouble), w_d = w.to(at::kDouble);
+  auto T = trial_d.accessor<double, 2>();
+  auto G = target_d.accessor<double, 1>();
+  auto W = w_d.accessor<double, 1>();
   auto L = want_loss.accessor<double, 1>();
   auto D = want_grad.accessor<double, 2>();
   for (int64_t r = 0; r < R; ++r) {
@@ -69,7 +70,8 @@ void check_tv(at::IntArrayRef shape, at::ScalarType dtype) {
   const at::Tensor xd = x.to(at::kDouble).reshape({R, planes, H, W});
   auto X = xd.accessor<double, 4>();
   auto V = want_value.accessor<double, 1>();
-  auto Gr = want_grad.view({R, planes, H, W}).accessor<double, 4>();
+  const at::Tensor grad_view = want_grad.view({R, planes, H, W});
+  auto Gr = grad_view.accessor<double, 4>();
   auto sgn = [](double d) { return double((d > 0) - (d < 0)); };
   for (int64_t r = 0; r < R; ++r)
     for (int64_t q = 0; q < planes; ++q)
@@ -109,7 +111,8 @@ void check_attack_step(int64_t R, bool sign, bool box, at::ScalarType dtype) {
                              box ? std::optional<at::Tensor>(upper) : std::nullopt);
   at::Tensor wx = x0.to(at::kDouble).clone(), wm = m0.to(at::kDouble).clone(), wv = v0.to(at::kDouble).clone();
   auto X = wx.accessor<double, 2>(), M = wm.accessor<double, 2>(), V = wv.accessor<double, 2>();
-  auto Gd = g.to(at::kDouble).accessor<double, 2>();
+  const at::Tensor g_d = g.to(at::kDouble);
+  auto Gd = g_d.accessor<double, 2>();
   const at::Tensor lrd = lr.to(at::kDouble);
   const double b1 = bc1.to(at::kDouble).item<double>(), b2 = bc2.to(at::kDouble).item<double>();
   for (int64_t r = 0; r < R; ++r)
