@@ -256,3 +256,123 @@ def test_fused_ops_and_invert_work_without_the_extensions(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "RESOLVED reference" in out.stdout
     assert "VALUES [0.0, 0.0] 0.0 -1.581138 (1, 4)" in out.stdout
+
+
+# ------------------------------------------------- GraphedStep's state machine, CUDA faked out
+class _FakeCuda:
+    """Stands in for torch.cuda: streams are inert, a captured step is recorded, not run."""
+
+    def __init__(self, monkeypatch, capture_error=None):
+        import contextlib
+
+        self.capturing, self.captured, self.replays, self.modes = False, 0, 0, []
+        fake = self
+
+        class Graph:
+            def replay(self):
+                fake.replays += 1
+
+        @contextlib.contextmanager
+        def graph(_g):
+            fake.capturing = True
+            try:
+                yield
+                if capture_error is not None:
+                    raise capture_error
+            finally:
+                fake.capturing = False
+
+        class Stream:
+            def __init__(self, device=None):
+                pass
+
+            def wait_stream(self, other):
+                pass
+
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+        monkeypatch.setattr(torch.cuda, "Stream", Stream)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", self.modes.append)
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+
+
+def _step_counter(fake, reads_host=False):
+    import warnings
+
+    runs = []
+
+    def step():
+        if fake.capturing:
+            fake.captured += 1
+            return
+        if reads_host:
+            warnings.warn("called a synchronizing CUDA operation")
+        runs.append(1)
+
+    return step, runs
+
+
+def test_graphed_step_warms_up_captures_once_then_replays(monkeypatch):
+    from i2f_fast.cuda_graphs import GraphedStep
+
+    fake = _FakeCuda(monkeypatch)
+    step, runs = _step_counter(fake)
+    graphed = GraphedStep(step, "test step", torch.device("cuda", 0), warmup=3)
+    for _ in range(10):
+        graphed()
+    assert len(runs) == 3 and fake.captured == 1 and fake.replays == 7  # every call is one iteration
+    assert graphed.graph is not None and graphed.fallback_reason is None
+    assert fake.modes == ["warn", 0]  # the first warm-up call probes for host reads, then restores
+
+
+@pytest.mark.filterwarnings("ignore:called a synchronizing")  # the eager calls after the fallback
+@pytest.mark.parametrize("why", ["reads_host", "capture_fails"])
+def test_graphed_step_falls_back_to_eager_with_a_logged_reason(monkeypatch, caplog, why):
+    from i2f_fast.cuda_graphs import GraphedStep
+
+    fake = _FakeCuda(monkeypatch, capture_error=RuntimeError("operation not permitted when stream is capturing")
+                     if why == "capture_fails" else None)
+    step, runs = _step_counter(fake, reads_host=why == "reads_host")
+    graphed = GraphedStep(step, "test step", torch.device("cuda", 0), warmup=2)
+    with caplog.at_level(logging.WARNING, logger="i2f_fast"):
+        for _ in range(6):
+            graphed()
+    assert len(runs) == 6 and fake.replays == 0 and graphed.graph is None  # every iteration ran, eagerly
+    assert "test step runs eagerly" in caplog.text
+    assert ("reads the host" if why == "reads_host" else "capture failed") in graphed.fallback_reason
+
+
+class _ReplayByRerunning:
+    """A GraphedStep whose "graph" re-runs the body: exercises the graphed loops' bookkeeping
+    (device-side schedule counter, fixed output tensors, in-place state) on the CPU."""
+
+    def __init__(self, step, name, device, warmup=3):
+        self.step = step
+
+    def __call__(self):
+        self.step()
+
+
+def test_graphed_loop_bookkeeping_matches_the_eager_loops(monkeypatch):
+    import i2f_fast.cuda_graphs as cuda_graphs
+
+    eager_attack = _run("auto", "gs", iterations=12)
+    A = torch.randn(2, 30, 30, dtype=torch.float64)
+    A = A @ A.transpose(1, 2) + torch.eye(30, dtype=torch.float64)
+    b = torch.randn(2, 30, dtype=torch.float64)
+
+    def matvec(v):
+        return torch.einsum("bij,bj->bi", A, v)
+
+    eager_cg = cg(matvec, b, check_every=10)
+    monkeypatch.setattr(cuda_graphs, "GraphedStep", _ReplayByRerunning)
+    monkeypatch.setattr(cuda_graphs, "wanted", lambda device, requested: True)
+    graphed_attack = _run("auto", "gs", iterations=12)
+    graphed_cg = cg(matvec, b, check_every=10)
+    torch.testing.assert_close(graphed_attack.restarts, eager_attack.restarts, rtol=0, atol=0)
+    torch.testing.assert_close(graphed_attack.history, eager_attack.history, rtol=0, atol=0)
+    torch.testing.assert_close(graphed_cg.x, eager_cg.x, rtol=0, atol=0)
+    assert torch.equal(graphed_cg.iterations, eager_cg.iterations)
