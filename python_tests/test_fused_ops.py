@@ -175,6 +175,23 @@ def test_attack_step_noncontiguous_state_is_written_back(device_backend):
     assert_close(m, want[1])
 
 
+def test_zero_size_inputs(device_backend):
+    device, backend = device_backend
+    f64 = dict(dtype=torch.float64, device=device)
+    one = torch.tensor(1.0, **f64)
+    with use_backend(backend):
+        loss, grad = grad_match(torch.zeros(0, 5, **f64), torch.ones(5, **f64))
+        assert loss.shape == (0,) and grad.shape == (0, 5)
+        loss, grad = grad_match(torch.zeros(2, 0, **f64), torch.zeros(0, **f64), "cosine")
+        assert loss.tolist() == [1.0, 1.0] and grad.shape == (2, 0)  # empty vectors: undefined cosine
+        loss, _ = grad_match(torch.zeros(2, 0, **f64), torch.zeros(0, **f64), "l2")
+        assert loss.tolist() == [0.0, 0.0]
+        value, grad = tv(torch.zeros(0, 1, 1, 4, 4, **f64))
+        assert value.shape == (0,) and grad.shape == (0, 1, 1, 4, 4)
+        x = torch.zeros(0, 3, **f64)
+        attack_step(x, x, x.clone(), x.clone(), one, one, one)
+
+
 # ------------------------------------------------------------------------------------- opcheck
 def _opcheck_args():
     trial, target = _randn(3, 7), _randn(7, seed=1)
