@@ -31,10 +31,15 @@ def _attack_step_kernel(x_ptr, g_ptr, m_ptr, v_ptr, lr_ptr, bc1_ptr, bc2_ptr, lo
     g = tl.load(g_ptr + e, mask=mask, other=0.0)
     m = tl.load(m_ptr + e, mask=mask, other=0.0)
     v = tl.load(v_ptr + e, mask=mask, other=0.0)
-    lr = tl.load(lr_ptr + e // inner, mask=mask, other=0.0) if PER_ROW_LR else tl.load(lr_ptr)
+    if PER_ROW_LR:
+        lr = tl.load(lr_ptr + e // inner, mask=mask, other=0.0)
+    else:
+        lr = tl.load(lr_ptr)
     step = lr / tl.load(bc1_ptr)
     inv_sqrt_bc2 = 1.0 / tl.sqrt(tl.load(bc2_ptr))
-    u = ((g > 0).to(dtype) - (g < 0).to(dtype)) if SIGNED else g
+    u = g
+    if SIGNED:
+        u = (g > 0).to(dtype) - (g < 0).to(dtype)
     m = m + tl.full((), W1, dtype) * (u - m)
     v = v * tl.full((), BETA2, dtype) + tl.full((), W2, dtype) * (u * u)
     x = x - (m * step) / (tl.sqrt(v) * inv_sqrt_bc2 + tl.full((), EPS, dtype))

@@ -31,7 +31,9 @@ def _cosine_sums_kernel(trial_ptr, target_ptr, w_ptr, sums_ptr, P, TILES_PER_ROW
     mask = idx < P
     a = tl.load(trial_ptr + row * P + idx, mask=mask, other=0.0).to(tl.float64)
     b = tl.load(target_ptr + idx, mask=mask, other=0.0).to(tl.float64)
-    w = tl.load(w_ptr + idx, mask=mask, other=0.0).to(tl.float64) if HAS_W else 1.0
+    w = tl.full((TILE,), 1.0, tl.float64)
+    if HAS_W:
+        w = tl.load(w_ptr + idx, mask=mask, other=0.0).to(tl.float64)
     tl.store(sums_ptr + t * 3 + 0, tl.sum(w * a * b, axis=0))
     tl.store(sums_ptr + t * 3 + 1, tl.sum(w * a * a, axis=0))
     tl.store(sums_ptr + t * 3 + 2, tl.sum(w * b * b, axis=0))
@@ -72,7 +74,9 @@ def _cosine_grad_kernel(trial_ptr, target_ptr, w_ptr, coef_ptr, grad_ptr, P, TIL
     ratio = tl.load(coef_ptr + row * 2 + 1)
     a = tl.load(trial_ptr + row * P + idx, mask=mask, other=0.0).to(tl.float64)
     b = tl.load(target_ptr + idx, mask=mask, other=0.0).to(tl.float64)
-    w = tl.load(w_ptr + idx, mask=mask, other=0.0).to(tl.float64) if HAS_W else 1.0
+    w = tl.full((TILE,), 1.0, tl.float64)
+    if HAS_W:
+        w = tl.load(w_ptr + idx, mask=mask, other=0.0).to(tl.float64)
     g = -scale * (w * b - ratio * w * a)
     tl.store(grad_ptr + row * P + idx, g.to(grad_ptr.dtype.element_ty), mask=mask)
 
@@ -87,7 +91,9 @@ def _l2_kernel(trial_ptr, target_ptr, w_ptr, grad_ptr, partial_ptr, P, TILES_PER
     a = tl.load(trial_ptr + row * P + idx, mask=mask, other=0.0)
     b = tl.load(target_ptr + idx, mask=mask, other=0.0)
     d = a - b
-    wd = tl.load(w_ptr + idx, mask=mask, other=0.0) * d if HAS_W else d
+    wd = d
+    if HAS_W:
+        wd = tl.load(w_ptr + idx, mask=mask, other=0.0) * d
     tl.store(grad_ptr + row * P + idx, 2.0 * wd, mask=mask)
     tl.store(partial_ptr + t, tl.sum(wd.to(tl.float64) * d.to(tl.float64), axis=0))
 
