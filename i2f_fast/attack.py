@@ -145,7 +145,8 @@ def flat_gradient(grads, shapes: Sequence[torch.Size], argument: str = "target_g
         TypeError: not a tensor or a list of tensors.
         ValueError: wrong count, shape or length, naming ``argument``.
     """
-    P = sum(math.prod(s) for s in shapes)
+    layout = FlatLayout(shapes)
+    P = layout.numel
     if isinstance(grads, (list, tuple)):
         if len(grads) != len(shapes):
             raise ValueError(f"{argument} has {len(grads)} tensors, the model has {len(shapes)} trainable parameters")
@@ -154,7 +155,7 @@ def flat_gradient(grads, shapes: Sequence[torch.Size], argument: str = "target_g
                 raise TypeError(f"{argument}[{i}] must be a tensor, got {type(g).__name__}")
             if g.shape != s:
                 raise ValueError(f"{argument}[{i}] has shape {tuple(g.shape)}, the parameter has {tuple(s)}")
-        return torch.cat([g.reshape(-1) for g in grads])
+        return layout.flatten(list(grads))
     if not isinstance(grads, torch.Tensor):
         raise TypeError(f"{argument} must be a flat tensor (P,) or a list of parameter-shaped tensors")
     if grads.shape != (P,):
@@ -209,8 +210,7 @@ def _element_weights(layer_weights, layers, shapes, dtype, device) -> torch.Tens
         per_layer = per_layer * mask
     if not (per_layer > 0).any():
         raise ValueError("layer_weights / layers leave no layer with a positive weight")
-    sizes = torch.tensor([math.prod(s) for s in shapes], device=device)
-    return per_layer.repeat_interleave(sizes)
+    return FlatLayout(shapes).expand_per_tensor(per_layer)
 
 
 # ------------------------------------------------------------------------------ label inference
@@ -242,12 +242,12 @@ def infer_labels(model: nn.Module, target_grads, num_samples: int, strategy: str
         raise ValueError(f"strategy must be one of {LABEL_STRATEGIES}, got {strategy!r}")
     named = trainable_parameters(model)
     shapes = [p.shape for _, p in named]
-    grads = flat_gradient(target_grads, shapes).split([math.prod(s) for s in shapes])
+    grads = FlatLayout(shapes).views(flat_gradient(target_grads, shapes))
     weights = [i for i, s in enumerate(shapes) if len(s) == 2]
     if not weights:
         raise ValueError("label inference needs a final Linear layer (a 2-D weight); pass labels instead")
     last = weights[-1]
-    w_grad = grads[last].reshape(shapes[last])
+    w_grad = grads[last]
     classes = w_grad.shape[0]
     num_samples = positive_int(num_samples, "num_samples")
     if num_samples > classes:
