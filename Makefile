@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.i2f_fast-installed
 OUT    ?= i2f-results
-CSRC   := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
+CSRC   := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh')
 # The CPU-only torch check (CI): a second venv with torch 2.13.0, a regular (non-editable) install,
 # the C++ tests through CMake/ctest, and the kernel tests run against the installed package.
 CPU_VENV  := .venv-cpu
