@@ -58,7 +58,7 @@ def _extensions():
             "i2f_fast._C",
             ["csrc/python_module.cpp", "csrc/ops_cpu.cpp", *_rel("csrc/cpu/*.cpp")],
             define_macros=[("I2F_FAST_MODULE", "_C")],
-            extra_compile_args={"cxx": ["-O3", *openmp]},
+            extra_compile_args={"cxx": ["-O3", "-fno-math-errno", *openmp]},  # errno-free sqrt vectorises
             extra_link_args=openmp,
             **common,
         )

@@ -4,10 +4,13 @@
 
 #include "i2f_fast/kernels.h"
 
-TORCH_LIBRARY_IMPL(i2f_fast, CUDA, m) { m.impl("cg_step", &i2f_fast::cuda::cg_step); }
-
-// The structured engine's kernels (ENGINE.md).
 TORCH_LIBRARY_IMPL(i2f_fast, CUDA, m) {
+  m.impl("cg_step", &i2f_fast::cuda::cg_step);
+  // the attack loop's fused ops
+  m.impl("grad_match", &i2f_fast::cuda::grad_match);
+  m.impl("tv", &i2f_fast::cuda::tv);
+  m.impl("attack_step", &i2f_fast::cuda::attack_step);
+  // the structured engine's kernels (ENGINE.md)
   m.impl("dual_act", &i2f_fast::cuda::dual_act);
   m.impl("ce_hvp", &i2f_fast::cuda::ce_hvp);
   m.impl("gram_apply", &i2f_fast::cuda::gram_apply);

@@ -15,16 +15,24 @@ and the batch shape, :func:`invert` searches for ``x'`` whose gradient matches `
 
 **Restarts run together.** The R restarts are one ``(R, *shape)`` tensor; per-restart trial
 gradients come from ``torch.func`` (``vmap`` of ``grad`` over ``functional_call``), so one batched
-forward/backward serves all restarts. Each iteration is composed of separable pieces, each a
-pure-PyTorch reference kernel that a fused op can replace without changing this API:
+forward/backward serves all restarts. Each iteration is the model's own work plus three fused ops
+(:mod:`i2f_fast.ops`), each with a pure-PyTorch reference kernel that it replaces one to one:
 
-1. trial gradients ``g'`` ``(R, P)`` and the closure of their vjp (forward + create-graph backward);
-2. :func:`~i2f_fast.reference.grad_match.grad_match_ref`: matching loss ``(R,)`` and
-   ``w = ∂dist/∂g'`` ``(R, P)`` in closed form;
+1. trial gradients ``g'`` ``(R, P)``, written into one flat buffer (:class:`~i2f_fast.flat.FlatLayout`),
+   and the closure of their vjp (forward + create-graph backward);
+2. :func:`~i2f_fast.ops.grad_match`: matching loss ``(R,)`` and ``w = ∂dist/∂g'`` ``(R, P)`` in
+   one pass over the flat buffer;
 3. the input gradient ``Jᵀw = ∇_x⟨∇_θ L(x'), w⟩`` (one backward through the cached graph; the same
-   mixed product as I²F's, DESIGN.md §1) plus ``α_TV ∇TV`` from :func:`~i2f_fast.reference.tv.tv_ref`;
-4. :func:`~i2f_fast.reference.attack_step.attack_step_ref`: (signed) Adam step and box projection
-   on all restarts at once.
+   mixed product as I²F's, DESIGN.md §1) plus ``α_TV ∇TV`` from :func:`~i2f_fast.ops.tv`;
+4. :func:`~i2f_fast.ops.attack_step`: (signed) Adam step and box projection on all restarts at once,
+   with the step size and bias corrections read from a precomputed device table.
+
+``invert(..., backend=...)`` picks the kernels (:mod:`i2f_fast.backend`; by default the fused
+C++/CUDA kernels when built); ``backend="reference"`` runs the reference loop, whose results the
+fused loop matches within rounding (``python_tests/test_fused_attack.py``). The loop reads the
+host only for the progress bar, every ``max(history_every, 10)`` iterations. On CUDA one
+iteration is captured as a CUDA graph and replayed (:mod:`i2f_fast.cuda_graphs`), falling back to
+eager execution, with the reason logged, when the model cannot be captured.
 
 The best restart is the one with the smallest matching loss at its final iterate.
 """
@@ -41,12 +49,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vjp, vmap
 
-from . import conv_kernels
+from . import conv_kernels, cuda_graphs
 from ._checks import positive_int
+from .backend import requested_backend, use_backend
+from .flat import FlatLayout
 from .operators import LossFn, _stateful_in_training, trainable_parameters
-from .reference.attack_step import attack_step_ref
-from .reference.grad_match import grad_match_ref
-from .reference.tv import tv_ref
+from .ops import attack_step, grad_match, tv
 
 ATTACKS = ("gs", "dlg")
 """Names accepted by :func:`invert`'s ``attack``."""
@@ -137,7 +145,8 @@ def flat_gradient(grads, shapes: Sequence[torch.Size], argument: str = "target_g
         TypeError: not a tensor or a list of tensors.
         ValueError: wrong count, shape or length, naming ``argument``.
     """
-    P = sum(math.prod(s) for s in shapes)
+    layout = FlatLayout(shapes)
+    P = layout.numel
     if isinstance(grads, (list, tuple)):
         if len(grads) != len(shapes):
             raise ValueError(f"{argument} has {len(grads)} tensors, the model has {len(shapes)} trainable parameters")
@@ -146,7 +155,7 @@ def flat_gradient(grads, shapes: Sequence[torch.Size], argument: str = "target_g
                 raise TypeError(f"{argument}[{i}] must be a tensor, got {type(g).__name__}")
             if g.shape != s:
                 raise ValueError(f"{argument}[{i}] has shape {tuple(g.shape)}, the parameter has {tuple(s)}")
-        return torch.cat([g.reshape(-1) for g in grads])
+        return layout.flatten(list(grads))
     if not isinstance(grads, torch.Tensor):
         raise TypeError(f"{argument} must be a flat tensor (P,) or a list of parameter-shaped tensors")
     if grads.shape != (P,):
@@ -201,8 +210,7 @@ def _element_weights(layer_weights, layers, shapes, dtype, device) -> torch.Tens
         per_layer = per_layer * mask
     if not (per_layer > 0).any():
         raise ValueError("layer_weights / layers leave no layer with a positive weight")
-    sizes = torch.tensor([math.prod(s) for s in shapes], device=device)
-    return per_layer.repeat_interleave(sizes)
+    return FlatLayout(shapes).expand_per_tensor(per_layer)
 
 
 # ------------------------------------------------------------------------------ label inference
@@ -234,12 +242,12 @@ def infer_labels(model: nn.Module, target_grads, num_samples: int, strategy: str
         raise ValueError(f"strategy must be one of {LABEL_STRATEGIES}, got {strategy!r}")
     named = trainable_parameters(model)
     shapes = [p.shape for _, p in named]
-    grads = flat_gradient(target_grads, shapes).split([math.prod(s) for s in shapes])
+    grads = FlatLayout(shapes).views(flat_gradient(target_grads, shapes))
     weights = [i for i, s in enumerate(shapes) if len(s) == 2]
     if not weights:
         raise ValueError("label inference needs a final Linear layer (a 2-D weight); pass labels instead")
     last = weights[-1]
-    w_grad = grads[last].reshape(shapes[last])
+    w_grad = grads[last]
     classes = w_grad.shape[0]
     num_samples = positive_int(num_samples, "num_samples")
     if num_samples > classes:
@@ -263,21 +271,22 @@ class _Objective:
     """Trial gradients of R restarts and the pieces of the attack's input gradient.
 
     ``value_and_grad(xs)`` with ``xs`` ``(R, *shape)`` returns the matching loss ``(R,)``, the
-    TV value ``(R,)`` and ``∇_x (dist + α_TV·TV)`` ``(R, *shape)``.
+    TV value ``(R,)`` (None when ``α_TV = 0``) and ``∇_x (dist + α_TV·TV)`` ``(R, *shape)``.
     """
 
     def __init__(self, model, named, labels, loss_fn, target, match, weights, tv):
         self.names = [n for n, _ in named]
         self.live = [p for _, p in named]  # the module's own parameters, for the autograd path
-        self.sizes = [p.numel() for p in self.live]
+        self.layout = FlatLayout([p.shape for p in self.live])
         self.params = {n: p.detach() for n, p in named}
         self.model, self.labels, self.loss_fn = model, labels, loss_fn
         self.target, self.match, self.weights, self.tv = target, match, weights, tv
+        self._trial = self.layout.empty(1, dtype=target.dtype, device=target.device)  # R = 1 flat buffer
 
     def _flat_grad(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (one restart, ``shape``) → flat ``∇_θ L(x)`` ``(P,)``."""
         g = grad(lambda p: self.loss_fn(functional_call(self.model, p, (x,)), self.labels))(self.params)
-        return torch.cat([g[n].reshape(-1) for n in self.names])
+        return self.layout.flatten([g[n] for n in self.names])
 
     def trial_gradients(self, xs: torch.Tensor) -> torch.Tensor:
         """``(R, *shape)`` → ``(R, P)`` per-restart gradients, without building a graph (R = 1:
@@ -287,11 +296,11 @@ class _Objective:
         with torch.enable_grad():
             loss = self.loss_fn(self.model(xs[0]), self.labels)
             grads = torch.autograd.grad(loss, self.live)
-        return torch.cat([g.reshape(-1) for g in grads]).unsqueeze(0)
+        return self.layout.flatten([g.unsqueeze(0) for g in grads], batch_dims=1)
 
     def matching_loss(self, xs: torch.Tensor) -> torch.Tensor:
         """``(R,)`` matching loss of the restarts at ``xs`` (no TV)."""
-        return grad_match_ref(self.trial_gradients(xs), self.target, self.match, self.weights)[0]
+        return grad_match(self.trial_gradients(xs), self.target, self.match, self.weights)[0]
 
     def _trial_with_pullback(self, xs: torch.Tensor):
         """Trial gradients ``(R, P)`` and ``pullback(w) = Jᵀw`` ``(R, *shape)`` through their graph.
@@ -306,24 +315,23 @@ class _Objective:
             return trial, lambda w: pullback(w)[0]
         leaf = xs[0].detach().requires_grad_(True)
         grads = torch.autograd.grad(self.loss_fn(self.model(leaf), self.labels), self.live, create_graph=True)
-        trial = torch.cat([g.detach().reshape(-1) for g in grads])
+        with torch.no_grad():  # one cat into the reused flat buffer
+            trial = self.layout.flatten([g.unsqueeze(0) for g in grads], batch_dims=1, out=self._trial)
 
         def pullback(w):
-            w_parts = [part.view_as(g) for part, g in zip(w[0].split(self.sizes), grads)]
-            (gx,) = torch.autograd.grad(grads, leaf, w_parts, allow_unused=True)
+            (gx,) = torch.autograd.grad(grads, leaf, self.layout.views(w[0]), allow_unused=True)
             return (torch.zeros_like(leaf) if gx is None else gx).unsqueeze(0)
 
-        return trial.unsqueeze(0), pullback
+        return trial, pullback
 
     def value_and_grad(self, xs: torch.Tensor):
         trial, pullback = self._trial_with_pullback(xs)  # forward + create-graph backward
-        loss, w = grad_match_ref(trial, self.target, self.match, self.weights)  # w = ∂dist/∂g'
+        loss, w = grad_match(trial, self.target, self.match, self.weights)  # w = ∂dist/∂g', fused
         gx = pullback(w)  # Jᵀw: one backward through the cached graph
+        tv_value = None
         if self.tv > 0:
-            tv_value, tv_grad = tv_ref(xs)
+            tv_value, tv_grad = tv(xs)
             gx.add_(tv_grad, alpha=self.tv)
-        else:
-            tv_value = torch.zeros_like(loss)
         return loss, tv_value, gx
 
 
@@ -366,6 +374,8 @@ def invert(
     history_every: int = 10,
     progress: bool = True,
     onednn: bool | None = None,
+    backend: str | None = None,
+    cuda_graph: bool | None = None,
 ) -> AttackResult:
     """Reconstruct a private batch from its (possibly defended) shared gradient.
 
@@ -393,11 +403,20 @@ def invert(
         label_strategy: rule used when ``labels`` is None (see :func:`infer_labels`).
         loss_fn: ``loss_fn(logits, labels) -> scalar``; default cross-entropy, mean over the batch.
         generator: ``torch.Generator`` for the initial draws (reproducible runs).
-        history_every: record the objective every this many iterations (each record syncs the host).
-        progress: show a tqdm bar on stderr with the iteration and the best current objective.
+        history_every: record the objective every this many iterations (a device-side copy; no
+            host sync).
+        progress: show a tqdm bar on stderr with the iteration and the best current objective
+            (read from the device every ``max(history_every, 10)`` iterations).
         onednn: CPU convolution kernels for the loop: ``True`` oneDNN, ``False`` PyTorch's native
             kernels, None (default) the faster of the two, timed once per model, shape, restart
             count and thread count (:mod:`i2f_fast.conv_kernels`; a few extra iterations' work).
+        backend: kernels of the loop's fused ops (:mod:`i2f_fast.backend`): ``"auto"``, ``"native"``,
+            ``"triton"`` or ``"reference"`` (the reference loop); None (default): the current
+            :func:`~i2f_fast.use_backend` / ``I2F_FAST_BACKEND`` choice, ``auto`` unless set.
+        cuda_graph: capture one Adam iteration as a CUDA graph and replay it (None: on CUDA
+            tensors; True on other devices is an error). Falls back to eager iterations, with a
+            warning on the ``i2f_fast`` logger, when capture is impossible (e.g. a model whose
+            forward reads the host).
 
     Returns:
         :class:`AttackResult`.
@@ -405,9 +424,13 @@ def invert(
     Raises:
         TypeError / ValueError naming the argument: ``model`` not a module; ``target_grads`` not
         matching the parameters (count, shapes or length) or not finite; ``shape`` not accepted by
-        the model; bad ``labels``; unknown ``attack``, ``init``, ``optimizer`` or
-        ``label_strategy``; non-positive ``iterations`` / ``restarts``; bad ``bounds``.
+        the model; bad ``labels``; unknown ``attack``, ``init``, ``optimizer``, ``backend`` or
+        ``label_strategy``; non-positive ``iterations`` / ``restarts``; bad ``bounds``;
+        ``cuda_graph=True`` off CUDA or with L-BFGS.
     """
+    if backend is not None:
+        with use_backend(backend):  # validates the name (ValueError naming `backend`)
+            pass
     if attack not in PRESETS:
         raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
     if not isinstance(init, torch.Tensor) and init not in INITS:
@@ -431,6 +454,9 @@ def invert(
     named = _check_model(model)
     first = named[0][1]
     dtype, device = first.dtype, first.device
+    graphed = cuda_graphs.wanted(device, cuda_graph)
+    if optimizer == "lbfgs" and cuda_graph:
+        raise ValueError("cuda_graph=True applies to optimizer='adam' (L-BFGS reads the host every step)")
     shapes = [p.shape for _, p in named]
     target = flat_gradient(target_grads, shapes)
     if not target.is_floating_point():
@@ -466,9 +492,10 @@ def invert(
         xs = _init_candidates(init, (restarts, *shape), generator, dtype, device)
     if lower is not None:
         xs.clamp_(lower, upper)
+    loop = _LoopOptions(iterations, history_every, (lower, upper), progress, attack, graphed)
     run = _run_lbfgs if optimizer == "lbfgs" else _run_adam
-    with conv_kernels.kernels(_choose_onednn(onednn, objective, xs, shapes)):
-        steps, history = run(objective, xs, config, iterations, history_every, (lower, upper), progress, attack)
+    with use_backend(backend or requested_backend()), conv_kernels.kernels(_choose_onednn(onednn, objective, xs, shapes)):
+        steps, history = run(objective, xs, config, loop)
         with torch.no_grad():
             losses = objective.matching_loss(xs)
     finite = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
@@ -511,35 +538,109 @@ def _check_bounds(bounds, shape, dtype, device):
     return lower, upper
 
 
-def _run_adam(objective: _Objective, xs, config: AttackConfig, iterations, history_every, box, progress, attack):
-    """Adam (or signed Adam) with the optional box, in place on ``xs``; returns the history."""
-    beta1, beta2 = 0.9, 0.999
+@dataclass(frozen=True)
+class _LoopOptions:
+    """How :func:`invert` runs its optimiser loop (see its arguments)."""
+
+    iterations: int
+    history_every: int
+    box: tuple
+    progress: bool
+    attack: str
+    cuda_graph: bool
+
+    @property
+    def check_every(self) -> int:
+        """Iterations between host reads (the progress bar's loss)."""
+        return max(self.history_every, cuda_graphs.MIN_CHECK_EVERY)
+
+
+ADAM_BETAS = (0.9, 0.999)
+
+
+def _adam_schedule(config: AttackConfig, iterations: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(T, 3)``: per iteration the step size (×0.1 from each decay milestone on) and the bias
+    corrections ``1 − β₁ᵗ``, ``1 − β₂ᵗ`` (t = iteration + 1), formed in ``dtype`` by the same
+    sequential products as ``torch.optim.Adam``'s running powers. A table read by the kernels
+    makes the schedule free per iteration and lets a captured CUDA graph index it on the device."""
+    lr = torch.full((iterations,), config.lr, dtype=dtype)
+    for milestone in sorted(_milestones(iterations)) if config.decay else ():
+        lr[milestone:] *= 0.1
+    powers = [torch.full((iterations,), beta, dtype=dtype).cumprod(0) for beta in ADAM_BETAS]
+    return torch.stack([lr, 1 - powers[0], 1 - powers[1]], dim=1)
+
+
+def _objective_value(loss: torch.Tensor, tv_value: torch.Tensor | None, alpha_tv: float) -> torch.Tensor:
+    """Matching loss + α_TV·TV per restart, as a new tensor (safe to keep across iterations)."""
+    return loss.clone() if tv_value is None else loss + alpha_tv * tv_value
+
+
+def _run_adam(objective: _Objective, xs, config: AttackConfig, loop: _LoopOptions):
+    """Adam (or signed Adam) with the optional box, in place on ``xs``; returns the history.
+
+    Per iteration outside the model's forward/backward: ``grad_match``, ``tv`` (when α_TV > 0)
+    and ``attack_step``, one op each (``python_tests/test_fused_attack.py`` counts them), and no
+    host read except the progress bar's every ``loop.check_every`` iterations.
+    """
+    beta1, beta2 = ADAM_BETAS
+    schedule = _adam_schedule(config, loop.iterations, xs.dtype).to(xs.device)
     exp_avg, exp_avg_sq = torch.zeros_like(xs), torch.zeros_like(xs)
-    lr = torch.tensor(config.lr, dtype=xs.dtype, device=xs.device)
-    pow1, pow2 = torch.ones_like(lr), torch.ones_like(lr)
-    milestones = _milestones(iterations) if config.decay else set()
-    steps, history = [], []
-    bar = _progress(iterations, progress, f"{attack} attack")
-    for it in range(iterations):
-        if it in milestones:
-            lr.mul_(0.1)
+    lower, upper = (None if b is None else b.expand(xs.shape[1:]).contiguous() for b in loop.box)
+
+    def iteration(coefficients: torch.Tensor):
         loss, tv_value, gx = objective.value_and_grad(xs)
-        if it % history_every == 0:
-            steps.append(it)
-            history.append((loss + config.tv * tv_value).detach())
-            bar.set_postfix_str(f"loss {history[-1].min().item():.4g}")
-        pow1.mul_(beta1)
-        pow2.mul_(beta2)
-        attack_step_ref(
-            xs, gx, exp_avg, exp_avg_sq, lr, 1 - pow1, 1 - pow2,
-            beta1=beta1, beta2=beta2, signed=config.signed, lower=box[0], upper=box[1],
+        attack_step(
+            xs, gx, exp_avg, exp_avg_sq, coefficients[0], coefficients[1], coefficients[2],
+            beta1=beta1, beta2=beta2, signed=config.signed, lower=lower, upper=upper,
         )
+        return loss, tv_value
+
+    run_one = _graphed_iteration(iteration, schedule, xs) if loop.cuda_graph else (lambda it: iteration(schedule[it]))
+    steps, history = [], []
+    bar = _progress(loop.iterations, loop.progress, f"{loop.attack} attack")
+    for it in range(loop.iterations):
+        loss, tv_value = run_one(it)
+        if it % loop.history_every == 0:
+            steps.append(it)
+            history.append(_objective_value(loss, tv_value, config.tv))
+        if loop.progress and it % loop.check_every == 0:
+            bar.set_postfix_str(f"loss {history[-1].min().item():.4g}")
         bar.update()
     bar.close()
     return steps, history
 
 
-def _run_lbfgs(objective: _Objective, xs, config: AttackConfig, iterations, history_every, box, progress, attack):
+def _graphed_iteration(iteration, schedule: torch.Tensor, xs: torch.Tensor):
+    """``run_one(it)`` that replays one Adam iteration as a CUDA graph (:mod:`i2f_fast.cuda_graphs`).
+
+    The graph reads its row of ``schedule`` through a device-side counter and writes the matching
+    loss and TV value into fixed tensors, so replays need nothing from the host.
+    """
+    counter = torch.zeros(1, dtype=torch.int64, device=xs.device)
+    row = schedule[:1].clone()
+    static: dict[str, torch.Tensor | None] = {}
+
+    def body():
+        torch.index_select(schedule, 0, counter, out=row)
+        counter.add_(1)
+        loss, tv_value = iteration(row[0])
+        if not static:  # first (eager) call: allocate the outputs outside any capture
+            static["loss"] = torch.empty_like(loss)
+            static["tv"] = None if tv_value is None else torch.empty_like(tv_value)
+        static["loss"].copy_(loss)
+        if tv_value is not None:
+            static["tv"].copy_(tv_value)
+
+    step = cuda_graphs.GraphedStep(body, "attack iteration", xs.device)
+
+    def run_one(_it):
+        step()
+        return static["loss"], static["tv"]
+
+    return run_one
+
+
+def _run_lbfgs(objective: _Objective, xs, config: AttackConfig, loop: _LoopOptions):
     """L-BFGS (DLG's optimiser) on the sum of the restarts' objectives; returns the history."""
     leaf = xs.clone().requires_grad_(True)
     opt = torch.optim.LBFGS([leaf], lr=config.lr, max_iter=1, history_size=100)
@@ -548,19 +649,20 @@ def _run_lbfgs(objective: _Objective, xs, config: AttackConfig, iterations, hist
     def closure():
         loss, tv_value, gx = objective.value_and_grad(leaf.detach())
         leaf.grad = gx
-        last["objective"] = (loss + config.tv * tv_value).detach()
+        last["objective"] = _objective_value(loss, tv_value, config.tv).detach()
         return last["objective"].sum()
 
     steps, history = [], []
-    bar = _progress(iterations, progress, f"{attack} attack (L-BFGS)")
-    for it in range(iterations):
+    bar = _progress(loop.iterations, loop.progress, f"{loop.attack} attack (L-BFGS)")
+    for it in range(loop.iterations):
         opt.step(closure)
-        if box[0] is not None:
+        if loop.box[0] is not None:
             with torch.no_grad():
-                leaf.clamp_(box[0], box[1])
-        if it % history_every == 0:
+                leaf.clamp_(*loop.box)
+        if it % loop.history_every == 0:
             steps.append(it)
             history.append(last["objective"])
+        if loop.progress and it % loop.check_every == 0:
             bar.set_postfix_str(f"loss {history[-1].min().item():.4g}")
         bar.update()
     bar.close()

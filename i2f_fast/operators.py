@@ -39,6 +39,7 @@ from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 
 from . import conv_kernels
 from .engine import EngineUnsupported, StructuredJacobian
+from .flat import FlatLayout
 
 logger = logging.getLogger("i2f_fast")
 
@@ -74,7 +75,8 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def flatten_tensors(tensors: Sequence[torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
-    """Concatenate parameter-shaped tensors into one flat vector per batch entry.
+    """Concatenate parameter-shaped tensors into one flat vector per batch entry (one
+    :class:`~i2f_fast.flat.FlatLayout` buffer).
 
     Args:
         tensors: tensors shaped ``(*batch, *param_shape_i)``.
@@ -83,17 +85,12 @@ def flatten_tensors(tensors: Sequence[torch.Tensor], batch_dims: int = 0) -> tor
     Returns:
         ``(*batch, P)`` with ``P = Σ_i numel(param_shape_i)``.
     """
-    batch = tensors[0].shape[:batch_dims]
-    return torch.cat([t.reshape(*batch, -1) for t in tensors], dim=-1)
+    return FlatLayout([t.shape[batch_dims:] for t in tensors]).flatten(tensors, batch_dims)
 
 
 def unflatten_tensors(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
     """Split ``(*batch, P)`` into views shaped ``(*batch, *shape_i)`` (inverse of :func:`flatten_tensors`)."""
-    sizes = [math.prod(s) for s in shapes]
-    if flat.shape[-1] != sum(sizes):
-        raise ValueError(f"flat vector has {flat.shape[-1]} entries, the parameters have {sum(sizes)}")
-    batch = flat.shape[:-1]
-    return [c.reshape(*batch, *s) for c, s in zip(torch.split(flat, sizes, dim=-1), shapes)]
+    return FlatLayout(shapes).views(flat)
 
 
 def _check_inputs(model, x, y, loss_fn, per_sample):

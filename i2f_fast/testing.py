@@ -34,6 +34,7 @@ class OpCounter:
 
     def __init__(self):
         self.ops: dict[str, int] = {}
+        self.views: dict[str, int] = {}
         self._paused = False
         self._mode = _CountingMode(self)
 
@@ -41,6 +42,12 @@ class OpCounter:
     def total(self) -> int:
         """Number of ops counted."""
         return sum(self.ops.values())
+
+    @property
+    def kernels(self) -> int:
+        """Ops counted that do work: every op except the metadata-only views (``view``, ``select``,
+        ``unsqueeze``, ``narrow``, ``detach``, ...: ops whose output aliases an input without writing)."""
+        return self.total - sum(self.views.values())
 
     @property
     def host_syncs(self) -> int:
@@ -56,9 +63,11 @@ class OpCounter:
         finally:
             self._paused = previous
 
-    def record(self, name: str) -> None:
+    def record(self, name: str, view: bool = False) -> None:
         if not self._paused:
             self.ops[name] = self.ops.get(name, 0) + 1
+            if view:
+                self.views[name] = self.views.get(name, 0) + 1
 
     def __enter__(self):
         self._mode.__enter__()
@@ -76,5 +85,7 @@ class _CountingMode(TorchDispatchMode):
         self.counter = counter
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counter.record(str(func.overloadpacket))
+        returns = func._schema.returns
+        view = bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+        self.counter.record(str(func.overloadpacket), view)
         return func(*args, **(kwargs or {}))

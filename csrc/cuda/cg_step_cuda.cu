@@ -13,6 +13,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "i2f_fast/block_reduce.cuh"
 #include "i2f_fast/cg_step.h"
 #include "i2f_fast/checks.h"
 #include "i2f_fast/kernels.h"
@@ -22,27 +23,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kTile = 4096;  // elements per block (16 per thread)
-
-// Sum of `v` over the block; the result is valid in thread 0.
-template <int N>
-__device__ void block_sum(double (&v)[N]) {
-  __shared__ double warp_sums[kThreads / 32][N];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-#pragma unroll
-  for (int k = 0; k < N; ++k)
-    for (int off = 16; off > 0; off /= 2) v[k] += __shfl_down_sync(0xffffffffu, v[k], off);
-  if (lane == 0)
-#pragma unroll
-    for (int k = 0; k < N; ++k) warp_sums[warp][k] = v[k];
-  __syncthreads();
-  if (warp == 0) {
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      v[k] = lane < kThreads / 32 ? warp_sums[lane][k] : 0.0;
-      for (int off = 16; off > 0; off /= 2) v[k] += __shfl_down_sync(0xffffffffu, v[k], off);
-    }
-  }
-}
 
 struct Tile {
   int64_t row, begin, n;
@@ -72,7 +52,7 @@ __global__ void row_sums_kernel(const scalar_t* __restrict__ r, const scalar_t* 
       s[3] += ri * ri;
     }
   }
-  block_sum(s);
+  block_sum<kThreads>(s);
   if (threadIdx.x == 0) partial[blockIdx.x] = CgRowSums{s[0], s[1], s[2], s[3]};
 }
 
@@ -89,7 +69,7 @@ __global__ void row_plan_kernel(const CgRowSums* __restrict__ partial, const sca
     s[2] += q.ApAp;
     s[3] += q.rr;
   }
-  block_sum(s);
+  block_sum<kThreads>(s);
   if (threadIdx.x == 0)
     plan[row] = cg_row_plan(active[row], static_cast<double>(rr_in[row]), CgRowSums{s[0], s[1], s[2], s[3]});
 }
@@ -112,7 +92,7 @@ __global__ void update_kernel(scalar_t* __restrict__ x, scalar_t* __restrict__ r
     if (update_p) p[i] = pi;
     s[0] += rn * rn;
   }
-  block_sum(s);
+  block_sum<kThreads>(s);
   if (threadIdx.x == 0) rr_partial[blockIdx.x] = s[0];
 }
 
@@ -131,7 +111,7 @@ __global__ void row_finish_kernel(const double* __restrict__ rr_partial, const s
   }
   double s[1] = {0};
   for (int64_t c = threadIdx.x; c < tiles_per_row; c += kThreads) s[0] += rr_partial[row * tiles_per_row + c];
-  block_sum(s);
+  block_sum<kThreads>(s);
   if (threadIdx.x == 0) {
     rr_out[row] = static_cast<scalar_t>(s[0]);
     stepped[row] = true;

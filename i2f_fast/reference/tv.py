@@ -35,7 +35,7 @@ def tv_ref(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if length < 2:
             continue
         diff = xr.narrow(dim, 1, length - 1) - xr.narrow(dim, 0, length - 1)
-        count = diff[0].numel()
+        count = diff.shape[1:].numel()  # per restart (also defined for R = 0)
         value = value + diff.abs().flatten(1).sum(dim=1) / count
         s = diff.sign() / count
         grad.narrow(dim, 1, length - 1).add_(s)

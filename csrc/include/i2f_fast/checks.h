@@ -6,8 +6,20 @@
 #include <c10/util/Exception.h>
 
 #include <optional>
+#include <string>
+
+#include "i2f_fast/grad_match.h"
 
 namespace i2f_fast {
+
+// dtype (as like's), device and contiguity of one tensor argument of op.
+inline void check_float_tensor(const at::Tensor& t, const char* op, const char* name, const at::Tensor& like,
+                               c10::DeviceType device) {
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have dtype ", like.scalar_type());
+  TORCH_CHECK(t.device().type() == device && t.device() == like.device(), op, ": ", name, " must be on ",
+              like.device());
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous (the Python wrapper copies)");
+}
 
 inline void check_cg_step_args(const at::Tensor& x, const at::Tensor& r, const at::Tensor& p, const at::Tensor& Ap,
                                const at::Tensor& rr, const at::Tensor& active, c10::DeviceType device) {
@@ -36,11 +48,7 @@ inline void check_engine_tensor(const char* op, const char* name, const at::Tens
                                 c10::DeviceType device) {
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
               " must be float32 or float64, got ", t.scalar_type());
-  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have dtype ", like.scalar_type(),
-              ", got ", t.scalar_type());
-  TORCH_CHECK(t.device().type() == device && t.device() == like.device(), op, ": ", name, " must be on ",
-              like.device(), ", got ", t.device());
-  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous (the Python wrapper copies)");
+  check_float_tensor(t, op, name, like, device);
 }
 
 inline void check_dual_act_args(const at::Tensor& z, const at::Tensor& t, const std::optional<at::Tensor>& s,
@@ -81,6 +89,65 @@ inline void check_gram_apply_args(const at::Tensor& a, const at::Tensor& e, cons
               "), got ", adot.sizes());
   TORCH_CHECK(edot.dim() == 4 && edot.size(0) == adot.size(0) && edot.sizes().slice(1) == e.sizes(),
               "gram_apply: edot must be (k, ", e.sizes(), ") with adot's k, got ", edot.sizes());
+
+inline void check_grad_match_args(const at::Tensor& trial, const at::Tensor& target,
+                                  const std::optional<at::Tensor>& weights, c10::DeviceType device) {
+  TORCH_CHECK(trial.dim() == 2, "grad_match: trial must be a 2-D tensor (R, P), got ", trial.dim(), " dimensions");
+  TORCH_CHECK(trial.scalar_type() == at::kFloat || trial.scalar_type() == at::kDouble,
+              "grad_match: trial must be float32 or float64, got ", trial.scalar_type());
+  check_float_tensor(trial, "grad_match", "trial", trial, device);
+  TORCH_CHECK(target.dim() == 1 && target.size(0) == trial.size(1), "grad_match: target must have shape (",
+              trial.size(1), ",), got ", target.sizes());
+  check_float_tensor(target, "grad_match", "target", trial, device);
+  if (weights.has_value()) {
+    TORCH_CHECK(weights->dim() == 1 && weights->size(0) == trial.size(1), "grad_match: weights must have shape (",
+                trial.size(1), ",), got ", weights->sizes());
+    check_float_tensor(*weights, "grad_match", "weights", trial, device);
+  }
+}
+
+inline MatchKind parse_match_kind(c10::string_view kind) {
+  if (kind == "cosine") return MatchKind::kCosine;
+  TORCH_CHECK(kind == "l2", "grad_match: kind must be 'cosine' or 'l2', got '", std::string(kind), "'");
+  return MatchKind::kL2;
+}
+
+inline void check_tv_args(const at::Tensor& x, c10::DeviceType device) {
+  TORCH_CHECK(x.dim() == 5, "tv: x must be a 5-D tensor (R, N, C, H, W), got ", x.dim(), " dimensions");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "tv: x must be float32 or float64, got ", x.scalar_type());
+  check_float_tensor(x, "tv", "x", x, device);
+}
+
+inline void check_attack_step_args(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& exp_avg,
+                                   const at::Tensor& exp_avg_sq, const at::Tensor& lr, const at::Tensor& bc1,
+                                   const at::Tensor& bc2, const std::optional<at::Tensor>& lower,
+                                   const std::optional<at::Tensor>& upper, c10::DeviceType device) {
+  TORCH_CHECK(x.dim() >= 1, "attack_step: x must have a leading restart dimension (R, ...)");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "attack_step: x must be float32 or float64, got ", x.scalar_type());
+  const std::pair<const char*, const at::Tensor*> same[] = {
+      {"x", &x}, {"grad", &grad}, {"exp_avg", &exp_avg}, {"exp_avg_sq", &exp_avg_sq}};
+  for (const auto& [name, t] : same) {
+    TORCH_CHECK(t->sizes() == x.sizes(), "attack_step: ", name, " has shape ", t->sizes(), ", expected ", x.sizes());
+    check_float_tensor(*t, "attack_step", name, x, device);
+  }
+  const int64_t rows = x.size(0);
+  TORCH_CHECK(lr.numel() == 1 || lr.numel() == rows, "attack_step: lr must have 1 or ", rows, " elements, got ",
+              lr.numel());
+  check_float_tensor(lr, "attack_step", "lr", x, device);
+  TORCH_CHECK(bc1.numel() == 1, "attack_step: bias_correction1 must have one element");
+  check_float_tensor(bc1, "attack_step", "bias_correction1", x, device);
+  TORCH_CHECK(bc2.numel() == 1, "attack_step: bias_correction2 must have one element");
+  check_float_tensor(bc2, "attack_step", "bias_correction2", x, device);
+  const int64_t inner = rows == 0 ? 0 : x.numel() / rows;
+  const std::pair<const char*, const std::optional<at::Tensor>*> bounds[] = {{"lower", &lower}, {"upper", &upper}};
+  for (const auto& [name, t] : bounds) {
+    if (!t->has_value()) continue;
+    TORCH_CHECK((*t)->numel() == inner, "attack_step: ", name, " must have the ", inner,
+                " elements of one restart (shape x.shape[1:]), got ", (*t)->numel());
+    check_float_tensor(**t, "attack_step", name, x, device);
+  }
 }
 
 }  // namespace i2f_fast

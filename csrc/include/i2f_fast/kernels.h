@@ -15,12 +15,38 @@ namespace cpu {
 // active (B,) bool. Returns (rr_new (B,), stepped (B,) bool). Contiguous float32/float64 only.
 std::tuple<at::Tensor, at::Tensor> cg_step(at::Tensor& x, at::Tensor& r, at::Tensor& p, const at::Tensor& Ap,
                                            const at::Tensor& rr, const at::Tensor& active);
+
+// i2f_fast::grad_match on CPU tensors: trial (R, P), target (P,), optional weights (P,), kind
+// "cosine" or "l2". Returns (loss (R,), grad = ∂loss/∂trial (R, P)). Contiguous float32/float64.
+std::tuple<at::Tensor, at::Tensor> grad_match(const at::Tensor& trial, const at::Tensor& target,
+                                              const std::optional<at::Tensor>& weights, c10::string_view kind);
+
+// i2f_fast::tv on CPU tensors: x (R, N, C, H, W). Returns (value (R,), grad shaped like x).
+std::tuple<at::Tensor, at::Tensor> tv(const at::Tensor& x);
+
+// i2f_fast::attack_step on CPU tensors: x, exp_avg, exp_avg_sq (R, ...) updated in place from
+// grad (R, ...); lr (1 or R elements), bias corrections (1 element), optional box bounds with the
+// x.shape[1:] elements of one restart.
+void attack_step(at::Tensor& x, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                 const at::Tensor& lr, const at::Tensor& bias_correction1, const at::Tensor& bias_correction2,
+                 double beta1, double beta2, double eps, bool sign, const std::optional<at::Tensor>& lower,
+                 const std::optional<at::Tensor>& upper);
 }  // namespace cpu
 
 namespace cuda {
 // i2f_fast::cg_step on CUDA tensors; same contract as cpu::cg_step, no host synchronisation.
 std::tuple<at::Tensor, at::Tensor> cg_step(at::Tensor& x, at::Tensor& r, at::Tensor& p, const at::Tensor& Ap,
                                            const at::Tensor& rr, const at::Tensor& active);
+
+// i2f_fast::grad_match, tv and attack_step on CUDA tensors; same contracts as the cpu:: kernels,
+// no host synchronisation (the Adam scalars are read on the device).
+std::tuple<at::Tensor, at::Tensor> grad_match(const at::Tensor& trial, const at::Tensor& target,
+                                              const std::optional<at::Tensor>& weights, c10::string_view kind);
+std::tuple<at::Tensor, at::Tensor> tv(const at::Tensor& x);
+void attack_step(at::Tensor& x, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                 const at::Tensor& lr, const at::Tensor& bias_correction1, const at::Tensor& bias_correction2,
+                 double beta1, double beta2, double eps, bool sign, const std::optional<at::Tensor>& lower,
+                 const std::optional<at::Tensor>& upper);
 }  // namespace cuda
 
 // The structured engine's kernels (ENGINE.md), contiguous float32/float64 inputs of one dtype.
