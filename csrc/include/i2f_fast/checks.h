@@ -89,6 +89,7 @@ inline void check_gram_apply_args(const at::Tensor& a, const at::Tensor& e, cons
               "), got ", adot.sizes());
   TORCH_CHECK(edot.dim() == 4 && edot.size(0) == adot.size(0) && edot.sizes().slice(1) == e.sizes(),
               "gram_apply: edot must be (k, ", e.sizes(), ") with adot's k, got ", edot.sizes());
+}
 
 inline void check_grad_match_args(const at::Tensor& trial, const at::Tensor& target,
                                   const std::optional<at::Tensor>& weights, c10::DeviceType device) {
