@@ -81,7 +81,31 @@ def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
 
 
 # ------------------------------------------------------------------------------------ linear maps
-class ReshapeRule(Rule):
+class FixedLinearRule(Rule):
+    """A parameter-free map that is linear in its one input: ``_up`` applies it to ``(k, *a)``
+    tangents, ``_down`` its transpose to ``(k, *z)`` ones; no second-order terms, so the backward
+    tangent and the downward adjoint are ``_down`` and the upward adjoint is ``_up``."""
+
+    def _up(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _down(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def tangent(self, adots):
+        return self._up(adots[0])
+
+    def tangent_back(self, adots, dzdot, materialize=True):
+        return [self._down(dzdot)], []
+
+    def adjoint_up(self, ebars, u):
+        return (None if ebars[0] is None else self._up(ebars[0])), [None]
+
+    def adjoint_down(self, abar):
+        return [self._down(abar)]
+
+
+class ReshapeRule(FixedLinearRule):
     """flatten / view / reshape / squeeze / unsqueeze / contiguous / identity: element order kept."""
 
     def __init__(self, fn: Callable[[Tensor], Tensor]):
@@ -99,17 +123,6 @@ class ReshapeRule(Rule):
     def _down(self, t):
         return t.reshape(t.shape[0], *self.in_shape)
 
-    def tangent(self, adots):
-        return self._up(adots[0])
-
-    def tangent_back(self, adots, dzdot, materialize=True):
-        return [self._down(dzdot)], []
-
-    def adjoint_up(self, ebars, u):
-        return (None if ebars[0] is None else self._up(ebars[0])), [None]
-
-    def adjoint_down(self, abar):
-        return [self._down(abar)]
 
 
 class LinearMapRule(Rule):
@@ -193,7 +206,7 @@ class AddRule(Rule):
         return self._split(abar)
 
 
-class ScaleRule(Rule):
+class ScaleRule(FixedLinearRule):
     """``z = c · a`` (or ``a / c``) for a constant ``c`` (number or tensor without x dependence)."""
 
     def __init__(self, scale):
@@ -205,20 +218,11 @@ class ScaleRule(Rule):
     def prepare(self, inputs, params, z, dz):
         self.in_shape = inputs[0].shape
 
+    def _up(self, t):
+        return t * self.scale
+
     def _down(self, t):
         return (t * self.scale).sum_to_size(t.shape[0], *self.in_shape)
-
-    def tangent(self, adots):
-        return adots[0] * self.scale
-
-    def tangent_back(self, adots, dzdot, materialize=True):
-        return [self._down(dzdot)], []
-
-    def adjoint_up(self, ebars, u):
-        return (None if ebars[0] is None else ebars[0] * self.scale), [None]
-
-    def adjoint_down(self, abar):
-        return [self._down(abar)]
 
 
 class CatRule(Rule):
@@ -267,7 +271,7 @@ class CatRule(Rule):
         return self._split(abar)
 
 
-class MaxPoolRule(Rule):
+class MaxPoolRule(FixedLinearRule):
     """2-D max-pool: piecewise linear, routes tangents by the argmax cached in the primal."""
 
     def __init__(self, kwargs: dict):
@@ -282,31 +286,20 @@ class MaxPoolRule(Rule):
         self.in_shape, self.out_shape = a.shape, idx.shape
         self.index = idx.flatten(-2)  # (N, C, Ho·Wo) into the flattened H·W plane
 
-    def _gather(self, t):
+    def _up(self, t):  # gather at the argmax
         k = t.shape[0]
         flat = t.flatten(-2)
         return flat.gather(-1, self.index.expand(k, *self.index.shape)).view(k, *self.out_shape)
 
-    def _scatter(self, t):
+    def _down(self, t):  # scatter-add back to the argmax
         k = t.shape[0]
         out = t.new_zeros(k, *self.in_shape[:-2], self.in_shape[-2] * self.in_shape[-1])
         out.scatter_add_(-1, self.index.expand(k, *self.index.shape), t.flatten(-2))
         return out.view(k, *self.in_shape)
 
-    def tangent(self, adots):
-        return self._gather(adots[0])
-
-    def tangent_back(self, adots, dzdot, materialize=True):
-        return [self._scatter(dzdot)], []
-
-    def adjoint_up(self, ebars, u):
-        return (None if ebars[0] is None else self._gather(ebars[0])), [None]
-
-    def adjoint_down(self, abar):
-        return [self._scatter(abar)]
 
 
-class AvgPoolRule(Rule):
+class AvgPoolRule(FixedLinearRule):
     """2-D average pooling (``avg_pool2d`` or ``adaptive_avg_pool2d``), a fixed linear map."""
 
     def __init__(self, adaptive: bool, kwargs: dict):
@@ -343,17 +336,6 @@ class AvgPoolRule(Rule):
             )
         return out.view(k, *self.in_shape)
 
-    def tangent(self, adots):
-        return self._up(adots[0])
-
-    def tangent_back(self, adots, dzdot, materialize=True):
-        return [self._down(dzdot)], []
-
-    def adjoint_up(self, ebars, u):
-        return (None if ebars[0] is None else self._up(ebars[0])), [None]
-
-    def adjoint_down(self, abar):
-        return [self._down(abar)]
 
 
 # ----------------------------------------------------------------------------------- activations

@@ -17,11 +17,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define I2F_FAST_HD __host__ __device__ __forceinline__
-#else
-#define I2F_FAST_HD inline
-#endif
+#include "i2f_fast/host_device.h"
 
 namespace i2f_fast {
 
