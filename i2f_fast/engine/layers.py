@@ -117,6 +117,7 @@ class ConvRule(Rule):
         )
         self.lead = (a.shape[0],) if self.per_sample else ()
         self._weight_like: dict[int, torch.Tensor] = {}
+        self._folded: dict[tuple[int, int], torch.Tensor] = {}
         self._U = None
 
     # --------------------------------------------------------------------------- convolutions
@@ -154,7 +155,12 @@ class ConvRule(Rule):
         return y.view(n, k, -1, *y.shape[2:]).transpose(0, 1)
 
     def _primal(self, t, k):
-        return self._fold(t.unsqueeze(0).expand(k, *t.shape))
+        """The cached primal ``t`` (``a`` or ``e``) folded for ``k`` tangents (built once per k)."""
+        key = (id(t), k)
+        folded = self._folded.get(key)
+        if folded is None:
+            folded = self._folded[key] = self._fold(t.unsqueeze(0).expand(k, *t.shape))
+        return folded
 
     def _interleave(self, first, second, blocks):
         """Channels ``[blocks][groups][2][C/groups]`` from two folded ``(b, blocks·C, …)`` tensors."""
