@@ -12,7 +12,8 @@ Steps, each in its own process so that the freshly built extension is the one lo
    iteration at B·D = 2²⁰ (goal ≤ 10 µs); ``grad_match`` + ``attack_step`` at P = 10⁷ (goal ≥ 70 %
    of the copy bandwidth) and per backend; one LeNet attack iteration (batch 1) replayed as a CUDA
    graph vs the eager reference loop (goal ≥ 2×); JᵀJv of ``InversionJacobian`` vs a
-   ``torch.func`` composition (informative);
+   ``torch.func`` composition (informative); the structured engine's whole JᵀJv (LeNet, N = 1)
+   replayed as one CUDA graph vs eager double-backward (goal ≥ 3×);
 4. ``cpu-bench``: ``benchmarks/run.py --quick --no-csv`` (the CPU benchmarks on this host).
 
 It prints one table with the card's name, then the steps' status and times. A step that would
@@ -38,6 +39,7 @@ GOAL_CG_BANDWIDTH = 0.75
 GOAL_CG_ITERATION_US = 10.0
 GOAL_ATTACK_BANDWIDTH = 0.70
 GOAL_GRAPH_SPEEDUP = 2.0
+GOAL_ENGINE_GRAPH = 3.0  # issue 6: whole-product graph replay vs eager autograd, LeNet N = 1
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -260,6 +262,24 @@ def measure() -> list[tuple[str, float, str, bool | None, str]]:
     times = _interleaved({"ours": lambda: jac.gram(vec), "func": func_gram})
     rows.append(("JᵀJv LeNet: torch.func composition / InversionJacobian.gram", times["func"] / times["ours"], "-",
                  None, f"{times['ours'] * 1e6:.0f} us vs {times['func'] * 1e6:.0f} us"))
+
+    # The structured engine's whole product replayed as one CUDA graph vs eager double backward
+    from i2f_fast.cuda_graphs import GraphedStep
+
+    engine = InversionJacobian(model, xi, y, strategy="engine")
+    autograd = InversionJacobian(model, xi, y, strategy="double_backward")
+    out = torch.empty_like(vec)
+    graphed = GraphedStep(lambda: out.copy_(engine.gram(vec)), "engine JᵀJv", vec.device)
+    for _ in range(graphed.warmup + 1):
+        graphed()
+    torch.testing.assert_close(out, autograd.gram(vec), rtol=1e-3, atol=1e-5)
+    times = _interleaved({"graph": graphed, "eager": lambda: autograd.gram(vec), "engine eager": lambda: engine.gram(vec)})
+    speedup = times["eager"] / times["graph"]
+    rows.append(("JᵀJv LeNet N=1: eager double-backward / engine graph replay", speedup, f">= {GOAL_ENGINE_GRAPH}",
+                 speedup >= GOAL_ENGINE_GRAPH and graphed.graph is not None,
+                 f"graph {times['graph'] * 1e6:.0f} us, engine eager {times['engine eager'] * 1e6:.0f} us, "
+                 f"double-backward {times['eager'] * 1e6:.0f} us; "
+                 f"{'captured' if graphed.graph is not None else 'NOT captured: ' + str(graphed.fallback_reason)}"))
     return rows
 
 
