@@ -42,7 +42,7 @@ import math
 import operator
 import sys
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn

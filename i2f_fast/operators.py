@@ -29,7 +29,6 @@ second derivative is block diagonal and one backward pass serves all samples.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Callable, NamedTuple, Sequence
 
 import torch

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from .loss import LossNode
 from .rules import _add
-from .trace import EngineNode, build_nodes
+from .trace import build_nodes
 
 
 class StructuredJacobian:

@@ -25,7 +25,6 @@ Every rule is checked in float64 against ``torch.func`` on the node alone
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
