@@ -273,3 +273,34 @@ def test_set_primal_moves_the_linearisation_point_without_retracing():
     assert_close(engine.loss, fresh.loss)
     with pytest.raises(ValueError, match="traced shape"):
         engine.set_primal(x2[:1])
+
+
+class TorchvisionStyleBlock(nn.Module):
+    """A torchvision-style residual block: in-place ReLU modules and ``out += identity``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2, self.bn2 = nn.Conv2d(3, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        out = self.relu(out)
+        return self.fc(torch.flatten(out, 1))
+
+
+def test_in_place_relu_modules_and_augmented_add_are_exact():
+    model = TorchvisionStyleBlock().double()
+    for bn in (model.bn1, model.bn2):
+        bn.running_mean.uniform_(-0.3, 0.3)
+        bn.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    x, y = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.tensor([0, 1])
+    engine = StructuredJacobian(model, x, y, list(model.parameters()))
+    assert not any("GenericRule" in s for s in engine.nodes_summary), engine.nodes_summary
+    check_products(engine, dense_jacobian(model, x, y), x, 2)
