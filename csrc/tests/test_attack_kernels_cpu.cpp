@@ -7,20 +7,12 @@
 #include <cstdio>
 #include <string>
 
+#include "expect.h"
 #include "i2f_fast/kernels.h"
 
 namespace {
 
-int failures = 0;
-
-void expect_close(const at::Tensor& got, const at::Tensor& want, double rtol, double atol, const std::string& what) {
-  const at::Tensor g = got.to(at::kDouble), w = want.to(at::kDouble);
-  const double err = (g - w).abs().sub(w.abs().mul(rtol)).max().item<double>();
-  if (!(err <= atol)) {
-    std::fprintf(stderr, "FAIL %s: excess error %g\n", what.c_str(), err);
-    ++failures;
-  }
-}
+using i2f_fast_test::expect_close;
 
 double rtol_of(at::ScalarType t) { return t == at::kDouble ? 1e-10 : 1e-4; }
 
@@ -143,10 +135,5 @@ int main() {
     for (auto shape : {std::vector<int64_t>{1, 1, 1, 5, 7}, {5, 2, 3, 9, 13}, {2, 1, 1, 1, 6}, {1, 2, 1, 33, 1}})
       check_tv(shape, dtype);
   }
-  if (failures) {
-    std::fprintf(stderr, "%d checks failed\n", failures);
-    return 1;
-  }
-  std::printf("grad_match, tv, attack_step (C++/OpenMP): all checks passed\n");
-  return 0;
+  return i2f_fast_test::report("grad_match, tv, attack_step (C++/OpenMP)");
 }

@@ -8,20 +8,12 @@
 #include <cstdlib>
 #include <string>
 
+#include "expect.h"
 #include "i2f_fast/kernels.h"
 
 namespace {
 
-int failures = 0;
-
-void expect_close(const at::Tensor& got, const at::Tensor& want, double rtol, double atol, const std::string& what) {
-  const at::Tensor g = got.to(at::kDouble), w = want.to(at::kDouble);
-  const double err = (g - w).abs().sub(w.abs().mul(rtol)).max().item<double>();
-  if (!(err <= atol)) {
-    std::fprintf(stderr, "FAIL %s: excess error %g\n", what.c_str(), err);
-    ++failures;
-  }
-}
+using i2f_fast_test::expect_close;
 
 // One CG iteration per row in plain double loops: the oracle.
 void oracle(at::Tensor x, at::Tensor r, at::Tensor p, const at::Tensor& Ap, at::Tensor rr, const at::Tensor& active,
@@ -72,8 +64,7 @@ void check(int64_t B, int64_t D, at::ScalarType dtype) {
   at::Tensor ostep = at::empty({B}, at::kBool);
   oracle(x, r, p, Ap, rr, active, ostep);
   if (!at::equal(stepped, ostep)) {
-    std::fprintf(stderr, "FAIL %s: stepped mask differs\n", name.c_str());
-    ++failures;
+    i2f_fast_test::fail(name + ": stepped mask differs");
   }
   const double rtol = dtype == at::kDouble ? 1e-12 : 2e-5, atol = dtype == at::kDouble ? 1e-12 : 1e-5;
   expect_close(kx, x, rtol, atol, name + " x");
@@ -88,10 +79,5 @@ int main() {
   for (auto dtype : {at::kFloat, at::kDouble})
     for (int64_t B : {1, 3, 17})
       for (int64_t D : {1, 127, 4099}) check(B, D, dtype);
-  if (failures) {
-    std::fprintf(stderr, "%d checks failed\n", failures);
-    return 1;
-  }
-  std::printf("cg_step (C++/OpenMP): all checks passed\n");
-  return 0;
+  return i2f_fast_test::report("cg_step (C++/OpenMP)");
 }
