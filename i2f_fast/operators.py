@@ -425,12 +425,20 @@ class InversionJacobian:
         return unflatten_tensors(u, self.param_shapes), batched
 
     # ------------------------------------------------------------------------------- products
+    def _engine_product(self, product, arg, batched: bool):
+        """``product`` of the structured engine (which always takes a leading k) on ``arg``, a tensor
+        or a list of tensors; a single tangent gets k = 1 for the call and loses it again."""
+        def each(x, fn):
+            return [fn(t) for t in x] if isinstance(x, list) else fn(x)
+
+        with self._kernels(batched):
+            out = product(arg if batched else each(arg, lambda t: t.unsqueeze(0)))
+        return out if batched else each(out, lambda t: t.squeeze(0))
+
     def _jvp_list(self, v: torch.Tensor, batched: bool) -> list[torch.Tensor]:
         v = v.to(self._x.dtype)
         if self.engine is not None:
-            with self._kernels(batched):
-                out = self.engine.jvp(v if batched else v.unsqueeze(0))
-            return out if batched else [t.squeeze(0) for t in out]
+            return self._engine_product(self.engine.jvp, v, batched)
         if batched and (v.shape[0] == 1 or not self._functional):  # one tangent at a time
             singles = [self._jvp_list(t, False) for t in v]
             return [torch.stack(parts) for parts in zip(*singles)]
@@ -446,9 +454,7 @@ class InversionJacobian:
 
     def _vjp_tensor(self, us: list[torch.Tensor], batched: bool) -> torch.Tensor:
         if self.engine is not None:
-            with self._kernels(batched):
-                out = self.engine.vjp(us if batched else [t.unsqueeze(0) for t in us])
-            return out if batched else out.squeeze(0)
+            return self._engine_product(self.engine.vjp, us, batched)
         if batched and (us[0].shape[0] == 1 or not self._functional):  # one tangent at a time
             return torch.stack([self._vjp_tensor(list(parts), False) for parts in zip(*us)])
         if self._uses_closures(batched):
@@ -476,10 +482,7 @@ class InversionJacobian:
         """``JᵀJ v``: input-shaped ``v`` (optionally with a leading k) → same shape."""
         batched = self._tangent_batch(v, "v")
         if self.engine is not None:
-            v = v.to(self._x.dtype)
-            with self._kernels(batched):
-                out = self.engine.gram(v if batched else v.unsqueeze(0))
-            return out if batched else out.squeeze(0)
+            return self._engine_product(self.engine.gram, v.to(self._x.dtype), batched)
         return self._vjp_tensor(self._jvp_list(v, batched), batched)
 
     # ---------------------------------------------------------------------------- conversions

@@ -64,8 +64,7 @@ class StructuredJacobian:
                 used[slot] = used.get(slot, 0) + 1
         self.shared = {slot for slot, count in used.items() if count > 1}
         for node in self.nodes[1:]:
-            if self.shared.intersection(node.rule.param_slots) and hasattr(node.rule, "gram_allowed"):
-                node.rule.gram_allowed = False
+            node.rule.shares_params = bool(self.shared.intersection(node.rule.param_slots))
         self._params = [p.detach() for p in params]
         self.set_primal(x)
 
@@ -148,18 +147,23 @@ class StructuredJacobian:
                     abar[j] = _add(abar[j], t)
         return abar[0]
 
+    def _sum_per_slot(self, blocks: list, slots=None) -> dict[int, torch.Tensor]:
+        """Materialised parameter blocks summed over the nodes, per parameter slot (only ``slots``)."""
+        total: dict[int, torch.Tensor] = {}
+        for node, block in zip(self.nodes[1:], blocks[1:]):
+            for slot, t in zip(node.rule.param_slots, block):
+                if slots is None or slot in slots:
+                    total[slot] = _add(total.get(slot), t)
+        return total
+
     def _sum_shared(self, blocks: list) -> list:
         """Per node, its parameter blocks with shared parameters' blocks summed over the nodes."""
         if not self.shared:
             return blocks
-        total: dict[int, torch.Tensor] = {}
-        for node, block in zip(self.nodes[1:], blocks[1:]):
-            for slot, t in zip(node.rule.param_slots, block):
-                if slot in self.shared:
-                    total[slot] = _add(total.get(slot), t)
+        total = self._sum_per_slot(blocks, self.shared)
         out = [None]
         for node, block in zip(self.nodes[1:], blocks[1:]):
-            if self.shared.intersection(node.rule.param_slots):
+            if node.rule.shares_params:
                 block = [total[s] if s in self.shared else t for s, t in zip(node.rule.param_slots, block)]
             out.append(block)
         return out
@@ -168,14 +172,10 @@ class StructuredJacobian:
     def jvp(self, v: torch.Tensor) -> list[torch.Tensor]:
         """``J v`` for ``v`` ``(k, N, *S)``: one tensor per parameter, ``(k, [N,] *θ_i)``."""
         blocks = self._backward_tangents(self._forward_tangents(v), materialize=True)
-        k = v.shape[0]
-        lead = (k, v.shape[1]) if self.per_sample else (k,)
-        out: list = [None] * len(self.param_shapes)
-        for node, block in zip(self.nodes[1:], blocks[1:]):
-            for slot, t in zip(node.rule.param_slots, block):
-                out[slot] = _add(out[slot], t)
-        return [torch.zeros(*lead, *s, dtype=v.dtype, device=v.device) if t is None else t
-                for t, s in zip(out, self.param_shapes)]
+        total = self._sum_per_slot(blocks)
+        lead = v.shape[:2] if self.per_sample else v.shape[:1]
+        return [total[slot] if slot in total else torch.zeros(*lead, *shape, dtype=v.dtype, device=v.device)
+                for slot, shape in enumerate(self.param_shapes)]
 
     def vjp(self, us: Sequence[torch.Tensor]) -> torch.Tensor:
         """``Jᵀ u`` for ``u`` a list of ``(k, [N,] *θ_i)`` → ``(k, N, *S)``."""

@@ -25,11 +25,9 @@ class LinearRule(Rule):
     ``J v``'s block ``U = Σ_rows ė aᵀ + e ȧᵀ`` is never formed when the Gram form is cheaper
     (counted cost: Gram ``S²(I+O)`` against outer product ``S·I·O`` for S rows per Jacobian,
     ENGINE.md), which is always the case for one or a few samples through an MLP: ``adjoint_up``
-    then applies it with the fused ``gram_apply`` kernel. Set ``gram_allowed = False`` when the
-    weight is shared with another node (its ``U`` must be summed over the nodes first).
+    then applies it with the fused ``gram_apply`` kernel; not when the weight is shared with
+    another node (``shares_params``: its ``U`` must be summed over the nodes first).
     """
-
-    gram_allowed = True
 
     def __init__(self, weight_slot: int, bias_slot: int | None):
         self.param_slots = (weight_slot,) if bias_slot is None else (weight_slot, bias_slot)
@@ -47,7 +45,7 @@ class LinearRule(Rule):
         self.lead = (a.shape[0],) if self.per_sample else ()
         self.a_rows = a.reshape(groups, self.rows, features_in)
         self.e_rows = dz.reshape(groups, self.rows, features_out)
-        self.use_gram = self.gram_allowed and self.rows * (features_in + features_out) < features_in * features_out
+        self.use_gram = not self.shares_params and self.rows * (features_in + features_out) < features_in * features_out
 
     def tangent(self, adots):
         return F.linear(adots[0], self.W)

@@ -45,11 +45,14 @@ class Rule:
         per_sample: each sample has its own Jacobian (set by the engine before ``prepare``).
         reads_x: the node's only input is ``x``; layers then skip ``δȧ`` (None), an input-gradient
             product nobody reads (set by the engine).
+        shares_params: another node uses one of this node's parameters, so its ``J v`` block is
+            summed with theirs before ``adjoint_up`` and must be materialised (set by the engine).
     """
 
     param_slots: tuple[int, ...] = ()
     per_sample: bool = False
     reads_x: bool = False  # the input is x itself: its backward tangent δȧ is never used
+    shares_params: bool = False  # another node uses one of its parameters
 
     def forward(self, inputs: Sequence[Tensor], params: Sequence[Tensor]) -> Tensor:
         raise NotImplementedError

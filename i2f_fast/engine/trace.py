@@ -133,14 +133,11 @@ class _Builder:
     def const(self, arg):
         return map_arg(arg, lambda n: self.value[n])
 
-    def _x_inputs(self, node) -> list[torch.fx.Node]:
+    def _inputs(self, node, among=None) -> list[torch.fx.Node]:
+        """The distinct graph nodes ``node`` reads, in order; only those in ``among`` when given."""
         found: list[torch.fx.Node] = []
-        map_arg((node.args, node.kwargs), lambda n: found.append(n) if n in self.engine_index and n not in found else None)
-        return found
-
-    def _param_inputs(self, node) -> list[torch.fx.Node]:
-        found: list[torch.fx.Node] = []
-        map_arg((node.args, node.kwargs), lambda n: found.append(n) if n in self.param_of and n not in found else None)
+        map_arg((node.args, node.kwargs),
+                lambda n: found.append(n) if (among is None or n in among) and n not in found else None)
         return found
 
     def _module_params(self, module: nn.Module) -> list[tuple[str, int]]:
@@ -178,8 +175,8 @@ class _Builder:
         if node.op == "call_function" and node.target is operator.getitem and node.args[0] in self.tuples:
             self._tuple_item(node)
             return
-        x_inputs = self._x_inputs(node)
-        param_inputs = self._param_inputs(node)
+        x_inputs = self._inputs(node, self.engine_index)
+        param_inputs = self._inputs(node, self.param_of)
         module = self.model.get_submodule(node.target) if node.op == "call_module" else None
         module_params = self._module_params(module) if module is not None else []
         if isinstance(node.target, str) and node.op == "call_method" and node.target.endswith("_"):
@@ -187,12 +184,12 @@ class _Builder:
                 raise EngineUnsupported(f"in-place tensor method {node.target} at node '{node.name}'")
         value = self._evaluate(node, module)
         self.value[node] = value
+        reads_param_only = bool(self._inputs(node, self.param_only))
         if not x_inputs:
-            from_params = param_inputs or module_params or any(n in self.param_only for n in self._all_inputs(node))
-            if from_params and isinstance(value, torch.Tensor):
+            if (param_inputs or module_params or reads_param_only) and isinstance(value, torch.Tensor):
                 self.param_only.add(node)
             return
-        if any(n in self.param_only for n in self._all_inputs(node)):
+        if reads_param_only:
             raise EngineUnsupported(
                 f"node '{node.name}' uses a value computed from trainable parameters outside a layer "
                 "(e.g. cls_token.expand(...)); the engine needs parameters to enter layers directly"
@@ -202,12 +199,12 @@ class _Builder:
             return
         if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
             return  # sizes, shapes: constants derived from x's shape
-        rule, inputs = self._rule(node, module, x_inputs, param_inputs, module_params)
+        rule = self._rule(node, module, x_inputs, param_inputs, module_params)
         if rule is None:  # an alias (identity, dropout in eval mode)
             self.engine_index[node] = self.engine_index[x_inputs[0]]
             return
         self.engine_index[node] = len(self.nodes)
-        self.nodes.append(EngineNode(node.name, rule, [self.engine_index[n] for n in inputs]))
+        self.nodes.append(EngineNode(node.name, rule, [self.engine_index[n] for n in x_inputs]))
 
     def _tuple_item(self, node):
         """``producer(...)[i]`` of a tuple-returning node (e.g. attention), as its own generic node."""
@@ -218,11 +215,6 @@ class _Builder:
         self.engine_index[node] = len(self.nodes)
         self.nodes.append(EngineNode(node.name, rule, [self.engine_index[n] for n in x_inputs]))
 
-    def _all_inputs(self, node):
-        found = []
-        map_arg((node.args, node.kwargs), found.append)
-        return found
-
     def _evaluate(self, node, module):
         args, kwargs = self.const(node.args), self.const(node.kwargs)
         if node.op == "call_module":
@@ -231,23 +223,25 @@ class _Builder:
             return getattr(args[0], node.target)(*args[1:], **kwargs)
         return node.target(*args, **kwargs)
 
-    def _rule(self, node, module, x_inputs, param_inputs, module_params) -> tuple[Rule | None, list]:
-        target = node.target
+    def _rule(self, node, module, x_inputs, param_inputs, module_params) -> Rule | None:
+        """The node's rule over its x-dependent inputs (None: an alias of its input): a hand-written
+        one where it applies, else the generic rule."""
+        rule = False  # no hand-written rule (None is a valid answer: an alias)
         if node.op == "call_module":
             rule = self._module_rule(node, module, module_params)
-            if rule is not False:
-                return rule, x_inputs
         elif not param_inputs:
             rule = self._function_rule(node, x_inputs)
-            if rule is not False:
-                return rule, x_inputs
-        elif target is F.linear and node.args[0] in self.engine_index and len(x_inputs) == 1:
-            weight, bias = (self.const_or_node(node, 1, "weight"), self.const_or_node(node, 2, "bias"))
+        elif node.target is F.linear and node.args[0] in self.engine_index and len(x_inputs) == 1:
+            weight, bias = self._arg(node, 1, "weight"), self._arg(node, 2, "bias")
             if weight in self.param_of and (bias is None or bias in self.param_of):
-                return LinearRule(self.param_of[weight], None if bias is None else self.param_of[bias]), x_inputs
-        return self._generic(node, module, x_inputs, param_inputs, module_params), x_inputs
+                rule = LinearRule(self.param_of[weight], None if bias is None else self.param_of[bias])
+        if rule is not False:
+            return rule
+        return self._generic(node, module, x_inputs, param_inputs, module_params)
 
-    def const_or_node(self, node, position, name):
+    @staticmethod
+    def _arg(node, position: int, name: str):
+        """Argument ``name`` of a call, given by position or by keyword (None when absent)."""
         if len(node.args) > position:
             return node.args[position]
         return node.kwargs.get(name)
