@@ -308,6 +308,9 @@ def _step_counter(fake, reads_host=False):
         if fake.capturing:
             fake.captured += 1
             return
+        if not runs:  # torch's notice on entering sync-debug mode: not a host read
+            warnings.warn("Synchronization debug mode is a prototype feature and does not yet detect all "
+                          "synchronizing operations")
         if reads_host:
             warnings.warn("called a synchronizing CUDA operation")
         runs.append(1)
