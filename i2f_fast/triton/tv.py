@@ -47,10 +47,12 @@ def _tv_kernel(x_ptr, grad_ptr, partial_ptr, H, W, TILES_PER_PLANE, count_x, cou
     zero = tl.zeros_like(c)
     gx = tl.where(has_l, _sign(d_l), zero) - tl.where(has_r, _sign(d_r), zero)
     gy = tl.where(has_u, _sign(d_u), zero) - tl.where(has_d, _sign(d_d), zero)
-    tl.store(grad_ptr + plane * H * W + k, gx / count_x.to(c.dtype) + gy / count_y.to(c.dtype), mask=mask)
+    # count_x / count_y divide as plain integers: Triton passes an integer argument equal to 1 (a side
+    # of length 1) as a compile-time constant, which has no ``.to`` (seen on an H200, shapes with H or W = 1)
+    tl.store(grad_ptr + plane * H * W + k, gx / count_x + gy / count_y, mask=mask)
     a_l = tl.where(has_l, tl.abs(d_l.to(tl.float64)), 0.0)
     a_u = tl.where(has_u, tl.abs(d_u.to(tl.float64)), 0.0)
-    tl.store(partial_ptr + t, tl.sum(a_l, axis=0) / count_x.to(tl.float64) + tl.sum(a_u, axis=0) / count_y.to(tl.float64))
+    tl.store(partial_ptr + t, tl.sum(a_l, axis=0) / count_x + tl.sum(a_u, axis=0) / count_y)
 
 
 def _launch(wrap, x):
