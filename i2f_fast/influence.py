@@ -20,8 +20,10 @@ under-predicts the attack by ~70× on LeNet (:mod:`i2f_fast.compat` keeps it).
 batched products in float64, diagonalises it once and caches it, after which any δ, ε, noise level
 and the Gaussian expectation cost a few products (the route for sweeps); ``"lsqr"`` is damped LSQR
 on ``A = ΠW^½J`` (matrix-free, for large D); ``"cg"`` / ``"cgls"`` are CG on the normal equations.
-``"auto"`` picks ``"spectral"`` up to ``SPECTRAL_MAX_DIM`` input elements per system when the
-matrices fit in memory, else ``"lsqr"``.
+``"auto"`` picks CG where the damping keeps it fast (an absolute ``eps``, such as the paper's 1, or
+``eps_rel >= ITERATIVE_EPS_REL``), the spectral route for smaller damping up to
+``SPECTRAL_MAX_DIM`` input elements per system when the matrices fit in memory (or whenever the
+spectrum is already cached), and LSQR beyond; the result says which ran.
 
 In per-sample mode (the paper's setting) every sample is its own batch of one with its own ``J_n``;
 values then carry a sample dimension ``N`` and all ``K·N`` systems are solved together.
@@ -57,6 +59,8 @@ DEFAULT_EPS_REL = 1e-8
 """Default damping relative to ``λ_max`` of each system (README.md, "Which damping")."""
 SPECTRAL_MAX_DIM = 4096
 """``method="auto"`` uses the spectral route up to this many input elements per system (README.md)."""
+ITERATIVE_EPS_REL = 1e-4
+"""``method="auto"`` uses CG from this relative damping up (it converges in tens of iterations there)."""
 
 
 @dataclass
@@ -293,14 +297,18 @@ class InversionInfluence:
             )
         return self._jacobian64
 
-    def _system(self, objective: str, layer_weights, float64: bool = False) -> tuple[LinearisedAttack, tuple]:
-        """The linearised attack system (cached) and its cache key."""
+    def _system_key(self, objective: str, layer_weights) -> tuple:
+        """Cache key of a system: the objective and the per-layer weights, checked."""
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        weights = self._element_weights(layer_weights, torch.float64)
+        return objective, None if weights is None else tuple(torch.as_tensor(layer_weights, dtype=torch.float64).reshape(-1).tolist())
+
+    def _system(self, objective: str, layer_weights, float64: bool = False) -> tuple[LinearisedAttack, tuple]:
+        """The linearised attack system (cached) and its cache key."""
+        key = self._system_key(objective, layer_weights)
         dtype = torch.float64 if float64 else self._dtype
         weights = self._element_weights(layer_weights, dtype)
-        wkey = None if layer_weights is None else tuple(torch.as_tensor(layer_weights, dtype=torch.float64).reshape(-1).tolist())
-        key = (objective, wkey)
         full = key + (dtype,)
         if full not in self._systems:
             op = self._float64_jacobian() if float64 else self.jacobian
@@ -324,11 +332,18 @@ class InversionInfluence:
         system, key = self._system(objective, layer_weights, float64=True)
         return self._spectrum(system, key)
 
-    def _choose_method(self, method: str) -> str:
+    def _choose_method(self, method: str, eps_rel: float | None = None, key: tuple | None = None) -> str:
+        """The route ``method="auto"`` takes (module docstring): spectral where the spectrum is cached
+        or the damping is small and the systems are small enough; CG where the damping keeps CG fast
+        (an absolute ``eps``, or ``eps_rel >= ITERATIVE_EPS_REL``); LSQR otherwise."""
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method != "auto":
             return method
+        if key is not None and key in self._spectra:
+            return "spectral"
+        if eps_rel is None or eps_rel >= ITERATIVE_EPS_REL:
+            return "cg"
         n, D = self._rows_per_delta, self.row_dim
         fits = dense_spectrum_bytes(D, n, torch.float64) <= available_memory(self._device) // 2
         return "spectral" if D <= SPECTRAL_MAX_DIM and fits else "lsqr"
@@ -399,7 +414,7 @@ class InversionInfluence:
             RuntimeWarning when some systems did not converge.
         """
         eps, eps_rel = _damping_arguments(eps, eps_rel)
-        method = self._choose_method(method)
+        method = self._choose_method(method, eps_rel, self._system_key(objective, layer_weights))
         system, key = self._system(objective, layer_weights, float64=method == "spectral")
         d, batched = self._as_delta(delta)
         K, P = d.shape[0], self.jacobian.num_params
@@ -562,8 +577,8 @@ class InversionInfluence:
         Args:
             sigma: noise standard deviation ``σ >= 0``.
             eps, eps_rel, objective, layer_weights: as in :meth:`i2f`.
-            method: ``"auto"`` (the spectral route where :meth:`i2f`'s would be chosen, else
-                Hutchinson), ``"spectral"`` (exact, float64) or ``"hutchinson"``: ``num_probes``
+            method: ``"auto"`` (the spectral route up to ``SPECTRAL_MAX_DIM`` elements per system
+                when it fits in memory, else Hutchinson), ``"spectral"`` (exact, float64) or ``"hutchinson"``: ``num_probes``
                 Rademacher probes ``z``, each one damped solve ``s = (AᵀA+εI)⁻¹z`` (LSQR would need a
                 parameter-space right-hand side, so this uses CG) and the estimate ``sᵀCs``.
             num_probes: Hutchinson probes (>= 2). tol: CG tolerance of the Hutchinson solves.
@@ -577,7 +592,9 @@ class InversionInfluence:
         if method not in ("auto", "spectral", "hutchinson"):
             raise ValueError(f"method must be 'auto', 'spectral' or 'hutchinson', got {method!r}")
         if method == "auto":
-            method = "spectral" if self._choose_method("auto") == "spectral" else "hutchinson"
+            # exact beats a noisy estimate at any damping: spectral wherever it fits
+            chosen = self._choose_method("auto", 0.0, self._system_key(objective, layer_weights))
+            method = "spectral" if chosen == "spectral" else "hutchinson"
         n, D = self._rows_per_delta, self.row_dim
         vshape = (n,) if self.per_sample else ()
         if method == "spectral":

@@ -122,10 +122,15 @@ def test_spectrum_is_cached_across_damping_values_and_deltas(monkeypatch):
     assert inf.spectrum() is first and not calls
 
 
-def test_auto_picks_spectral_for_small_inputs_and_lsqr_above_the_threshold(monkeypatch):
+def test_auto_picks_cg_for_large_damping_spectral_for_small_damping_and_lsqr_for_large_inputs(monkeypatch):
     model, x, y = make_problem("cnn", 1)
     delta = 1e-2 * torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
     assert i2f_fast.i2f(model, x, y, delta).method == "spectral"
+    assert i2f_fast.i2f(model, x, y, delta, eps=1.0).method == "cg"  # the paper's damping: CG is fast there
+    assert i2f_fast.i2f(model, x, y, delta, eps_rel=influence.ITERATIVE_EPS_REL).method == "cg"
+    inf = InversionInfluence(model, x, y)
+    inf.spectrum()
+    assert inf.i2f(delta, eps=1.0).method == "spectral"  # a cached spectrum makes every damping cheap
     monkeypatch.setattr(influence, "SPECTRAL_MAX_DIM", x.numel() - 1)
     assert i2f_fast.i2f(model, x, y, delta, tol=1e-10).method == "lsqr"
 
