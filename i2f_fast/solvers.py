@@ -454,25 +454,29 @@ def lsqr(
 
     The same Krylov space as :func:`cgls`, but built by Golub–Kahan bidiagonalisation with the
     damping folded in by plane rotations, so the iteration works with ``A`` (condition number
-    ``√κ``) rather than ``AᵀA`` (``κ``): at the tiny damping a calibrated I²F uses, this stays
-    accurate in float32 where CG on the normal equations stalls.
+    ``√κ``) rather than ``AᵀA`` (``κ``).
 
     Args:
         apply_A: ``(B, *in_shape) -> (B, *out_shape)``; rows must not interact.
         apply_AT: ``(B, *out_shape) -> (B, *in_shape)``, the adjoint of ``apply_A``.
         b: ``(B, *out_shape)`` right-hand sides, float32 or float64.
         eps: damping ``ε >= 0``, one number or a ``(B,)`` tensor (one per row).
-        tol: per row, stop when the estimated normal-equation residual ``‖Aᵀ(b − Ax) − εx‖`` is
-            at most ``tol/2 · ‖Aᵀb‖`` (default :func:`default_tol`); ``converged`` is judged on the
-            true residual recomputed at exit against ``tol``.
+        tol: per row, stop when the recursive estimate of the normal-equation residual
+            ``‖Aᵀ(b − Ax) − εx‖`` falls to ``tol/2 · ‖Aᵀb‖`` (default :func:`default_tol`), the
+            criterion of :func:`cgls`, which bounds the error of ``x`` and not only a backward error.
         max_iter: iteration cap (default ``min(10·n, 2000)``, ``n`` = elements of one solution row).
         check_every: iterations between host reads of the convergence mask.
 
     Returns:
-        :class:`CGResult` with ``x`` shaped ``(B, *in_shape)``; ``residual`` is the true relative
-        normal-equation residual ``‖Aᵀ(b − Ax) − εx‖ / ‖Aᵀb‖`` (0 for ``Aᵀb = 0``); ``breakdown``
-        marks rows whose recurrences produced a non-finite number (their ``x`` is the last finite
-        iterate).
+        :class:`CGResult` with ``x`` shaped ``(B, *in_shape)``. ``residual`` is the true relative
+        residual ``‖Aᵀ(b − Ax) − εx‖ / ‖Aᵀb‖`` recomputed at exit (0 for ``Aᵀb = 0``). ``converged``:
+        ``residual <= tol``, or the recursion met its test and the recomputed residual is within its
+        own rounding floor ``10·u·‖Ā‖·‖r̄‖ / ‖Aᵀb‖`` (``u`` the unit round-off, ``‖Ā‖`` the
+        bidiagonalisation's Frobenius estimate of ``[A; √ε I]``, ``r̄ = [b − Ax; −√ε x]``): in
+        float32, when ``b`` lies mostly outside the range of ``A``, ``Aᵀ`` amplifies the rounding of
+        ``b − Ax`` past ``tol`` although ``x`` is as accurate as the arithmetic allows.
+        ``breakdown`` marks rows whose recurrences produced a non-finite number (their ``x`` is the
+        last finite iterate).
     """
     eps_rows = _check_solver_args(b, eps, tol, max_iter, check_every).reshape(-1)
     rows = b.shape[0]
@@ -489,21 +493,24 @@ def lsqr(
     def safe_div(t, s):
         return t / expand(torch.where(s > 0, s, 1), t)
 
-    damp = eps_rows.sqrt()
-    beta = norm(b)
+    b_norm = norm(b)
+    beta = b_norm.clone()
     u = safe_div(b, beta)
     v = apply_AT(u)
     alpha = norm(v)
     v = safe_div(v, alpha)
-    atb_norm = alpha * beta
     max_iter = min(10 * v[0].numel(), 2000) if max_iter is None else max_iter
     x = torch.zeros_like(v)
     w = v.clone()
     phibar, rhobar = beta.clone(), alpha.clone()
-    threshold = tol / 2 * atb_norm
-    active = (alpha > 0) & (beta > 0)
+    anorm_sq = alpha**2  # Frobenius estimate of ‖Ā‖², grown by every bidiagonalisation step
+    damping_residual_sq = torch.zeros_like(beta)  # ‖√ε x‖² part of ‖r̄‖², accumulated by the rotations
+    active = (alpha > 0) & (beta > 0)  # Aᵀb = 0 or b = 0: x = 0 is the solution
     iterations = torch.zeros(rows, dtype=torch.int64, device=b.device)
     breakdown = torch.zeros(rows, dtype=torch.bool, device=b.device)
+    atb_norm = alpha * beta
+    threshold = tol / 2 * atb_norm
+    met = ~active  # rows whose recursion met its test
 
     for it in range(1, max_iter + 1):
         u_new = apply_A(v) - expand(alpha, u) * u
@@ -514,33 +521,41 @@ def lsqr(
         v_new = safe_div(v_new, alpha_new)
         # Eliminate the damping row, then the subdiagonal β (two plane rotations).
         rhobar1 = torch.sqrt(rhobar**2 + eps_rows)
-        cs1 = rhobar / rhobar1.clamp_min(tiny)
-        phibar1 = cs1 * phibar
+        cs1, sn1 = rhobar / rhobar1.clamp_min(tiny), eps_rows.sqrt() / rhobar1.clamp_min(tiny)
+        psi, phibar1 = sn1 * phibar, cs1 * phibar
         rho = torch.sqrt(rhobar1**2 + beta_new**2)
         cs, sn = rhobar1 / rho.clamp_min(tiny), beta_new / rho.clamp_min(tiny)
         theta, phi = sn * alpha_new, cs * phibar1
         x_new = x + expand(phi / rho.clamp_min(tiny), w) * w
         w_new = v_new - expand(theta / rho.clamp_min(tiny), w) * w
-        normal_residual = (sn * phi).abs() * alpha_new  # ‖Aᵀr − εx‖ of the new iterate
-        finite = torch.isfinite(x_new.reshape(rows, -1)).all(dim=1) & torch.isfinite(normal_residual)
+        phibar_new = sn * phibar1
+        anorm_sq_new = anorm_sq + beta_new**2 + alpha_new**2 + eps_rows
+        damping_sq_new = damping_residual_sq + psi**2
+        finite = torch.isfinite(x_new.reshape(rows, -1)).all(dim=1) & torch.isfinite(phibar_new) & torch.isfinite(
+            anorm_sq_new
+        )
         breakdown |= active & ~finite
         step = active & finite
-        x = torch.where(expand(step, x), x_new, x)
-        w = torch.where(expand(step, w), w_new, w)
-        u = torch.where(expand(step, u), u_new, u)
-        v = torch.where(expand(step, v), v_new, v)
-        alpha = torch.where(step, alpha_new, alpha)
-        phibar = torch.where(step, sn * phibar1, phibar)
-        rhobar = torch.where(step, -cs * alpha_new, rhobar)
+        keep = lambda new, old: torch.where(expand(step, old), new, old) if old.dim() > 1 else torch.where(step, new, old)  # noqa: E731
+        x, w, u, v = keep(x_new, x), keep(w_new, w), keep(u_new, u), keep(v_new, v)
+        alpha, phibar, rhobar = keep(alpha_new, alpha), keep(phibar_new, phibar), keep(-cs * alpha_new, rhobar)
+        anorm_sq, damping_residual_sq = keep(anorm_sq_new, anorm_sq), keep(damping_sq_new, damping_residual_sq)
         iterations += step
+        arnorm = alpha_new * (sn * phi).abs()  # ‖Āᵀr̄‖ of the new iterate
         # β = 0 or α = 0: the Krylov space is exhausted and x is exact.
-        active = step & (normal_residual > threshold) & (beta_new > 0) & (alpha_new > 0)
+        done = (arnorm <= threshold) | (beta_new == 0) | (alpha_new == 0)
+        met |= step & done
+        active = step & ~done
         if (it % check_every == 0 or it == max_iter) and not bool(active.any()):
             break
 
-    true_residual = norm(apply_AT(b - apply_A(x)) - expand(eps_rows, x) * x)
-    residual = true_residual / torch.where(atb_norm > 0, atb_norm, 1)
-    return CGResult(x=x, iterations=iterations, residual=residual, converged=residual <= tol, breakdown=breakdown)
+    r = b - apply_A(x)
+    rnorm = torch.sqrt(norm(r) ** 2 + eps_rows * norm(x) ** 2)
+    scale = torch.where(atb_norm > 0, atb_norm, 1)
+    residual = norm(apply_AT(r) - expand(eps_rows, x) * x) / scale
+    floor = 10 * torch.finfo(b.dtype).eps * anorm_sq.sqrt() * rnorm / scale
+    converged = (residual <= tol) | (met & (residual <= floor))
+    return CGResult(x=x, iterations=iterations, residual=residual, converged=converged, breakdown=breakdown)
 
 
 @dataclass

@@ -150,15 +150,16 @@ def test_lsqr_matches_regularised_least_squares_with_a_damping_per_row(eps):
 
 
 @pytest.mark.parametrize("cond", [1e2, 1e4])
-def test_lsqr_in_float32_reports_its_true_residual(cond):
+def test_lsqr_in_float32_converges_or_says_it_did_not(cond):
     M = ill_conditioned_rectangular(2, 120, 60, cond, 7)
-    b = torch.randn(2, 120, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    b = torch.randn(2, 120, generator=torch.Generator().manual_seed(8), dtype=torch.float64)  # inconsistent
     res = lsqr(*apply_pair(M.float()), b.float(), 1e-8, tol=1e-5, max_iter=2000)
-    x = res.x.double()
-    normal = torch.einsum("bij,bi->bj", M, b - torch.einsum("bij,bj->bi", M, x)) - 1e-8 * x
-    true = normal.norm(dim=1) / torch.einsum("bij,bi->bj", M, b).norm(dim=1)
-    torch.testing.assert_close(res.residual.double(), true, rtol=0.05, atol=1e-7)
-    assert torch.equal(res.converged, res.residual <= 1e-5)
+    normal = M.transpose(1, 2) @ M + 1e-8 * torch.eye(60, dtype=torch.float64)
+    expected = torch.linalg.solve(normal, torch.einsum("bij,bi->bj", M, b))
+    error = (res.x.double() - expected).norm(dim=1) / expected.norm(dim=1)
+    accurate = error <= 1e-3
+    assert torch.equal(res.converged, accurate)
+    assert res.converged.all() == (cond < 1e3)  # κ(AᵀA) = 1e8 is past float32
 
 
 def test_lsqr_zero_rhs_row_stays_zero_and_multidim_rows():
