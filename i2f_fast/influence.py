@@ -21,9 +21,10 @@ batched products in float64, diagonalises it once and caches it, after which any
 and the Gaussian expectation cost a few products (the route for sweeps); ``"lsqr"`` is damped LSQR
 on ``A = ΠW^½J`` (matrix-free, for large D); ``"cg"`` / ``"cgls"`` are CG on the normal equations.
 ``"auto"`` picks CG where the damping keeps it fast (an absolute ``eps``, such as the paper's 1, or
-``eps_rel >= ITERATIVE_EPS_REL``), the spectral route for smaller damping up to
-``SPECTRAL_MAX_DIM`` input elements per system when the matrices fit in memory (or whenever the
-spectrum is already cached), and LSQR beyond; the result says which ran.
+``eps_rel >= ITERATIVE_EPS_REL``); at smaller damping the spectral route when the spectrum is
+cached or when at least ``SPECTRAL_MIN_SOLVES`` perturbations are solved together on systems of at
+most ``SPECTRAL_MAX_DIM`` elements whose matrices fit in memory, and LSQR otherwise; the result
+says which ran.
 
 In per-sample mode (the paper's setting) every sample is its own batch of one with its own ``J_n``;
 values then carry a sample dimension ``N`` and all ``K·N`` systems are solved together.
@@ -59,8 +60,14 @@ DEFAULT_EPS_REL = 1e-8
 """Default damping relative to ``λ_max`` of each system (README.md, "Which damping")."""
 SPECTRAL_MAX_DIM = 4096
 """``method="auto"`` uses the spectral route up to this many input elements per system (README.md)."""
+SPECTRAL_MIN_SOLVES = 4
+"""``method="auto"`` assembles the spectrum for this many perturbations solved together (or cached):
+on LeNet (D = 784) the assembly costs about as much as 3–4 small-damping LSQR/CG solves (README.md)."""
 ITERATIVE_EPS_REL = 1e-4
 """``method="auto"`` uses CG from this relative damping up (it converges in tens of iterations there)."""
+SPECTRAL_BLOCK = 16
+"""Unit vectors per batched product when assembling a spectrum (LeNet float64: 2.5 ms per
+sample-tangent at 8–16, 3.5 ms at 64)."""
 
 
 @dataclass
@@ -320,7 +327,7 @@ class InversionInfluence:
             n, D = self._rows_per_delta, self.row_dim
             self._spectra[key] = dense_spectrum(
                 lambda v: system.normal(v.reshape(-1, *self._row_shape)).reshape(v.shape),
-                D, rows=n, dtype=torch.float64, device=self._device,
+                D, rows=n, dtype=torch.float64, device=self._device, block=SPECTRAL_BLOCK,
             )
         return self._spectra[key]
 
@@ -332,10 +339,11 @@ class InversionInfluence:
         system, key = self._system(objective, layer_weights, float64=True)
         return self._spectrum(system, key)
 
-    def _choose_method(self, method: str, eps_rel: float | None = None, key: tuple | None = None) -> str:
-        """The route ``method="auto"`` takes (module docstring): spectral where the spectrum is cached
-        or the damping is small and the systems are small enough; CG where the damping keeps CG fast
-        (an absolute ``eps``, or ``eps_rel >= ITERATIVE_EPS_REL``); LSQR otherwise."""
+    def _choose_method(self, method: str, eps_rel: float | None = None, key: tuple | None = None, solves: int = 1) -> str:
+        """The route ``method="auto"`` takes for ``solves`` perturbations (module docstring): spectral
+        where the spectrum is cached, or for at least ``SPECTRAL_MIN_SOLVES`` perturbations at small
+        damping on small enough systems; CG where the damping keeps CG fast (an absolute ``eps``, or
+        ``eps_rel >= ITERATIVE_EPS_REL``); LSQR otherwise."""
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method != "auto":
@@ -346,7 +354,7 @@ class InversionInfluence:
             return "cg"
         n, D = self._rows_per_delta, self.row_dim
         fits = dense_spectrum_bytes(D, n, torch.float64) <= available_memory(self._device) // 2
-        return "spectral" if D <= SPECTRAL_MAX_DIM and fits else "lsqr"
+        return "spectral" if solves >= SPECTRAL_MIN_SOLVES and D <= SPECTRAL_MAX_DIM and fits else "lsqr"
 
     def _system_lambda_max(self, system: LinearisedAttack, key: tuple, method: str) -> torch.Tensor:
         """``λ_max(AᵀA)`` per system ``(n,)``: from the dense spectrum or by Lanczos (cached)."""
@@ -414,9 +422,9 @@ class InversionInfluence:
             RuntimeWarning when some systems did not converge.
         """
         eps, eps_rel = _damping_arguments(eps, eps_rel)
-        method = self._choose_method(method, eps_rel, self._system_key(objective, layer_weights))
-        system, key = self._system(objective, layer_weights, float64=method == "spectral")
         d, batched = self._as_delta(delta)
+        method = self._choose_method(method, eps_rel, self._system_key(objective, layer_weights), solves=d.shape[0])
+        system, key = self._system(objective, layer_weights, float64=method == "spectral")
         K, P = d.shape[0], self.jacobian.num_params
         damping = self._damping(eps, eps_rel, system, key, method)  # (n,)
         row_damping = damping.repeat(K)  # (K·n,)
@@ -593,7 +601,7 @@ class InversionInfluence:
             raise ValueError(f"method must be 'auto', 'spectral' or 'hutchinson', got {method!r}")
         if method == "auto":
             # exact beats a noisy estimate at any damping: spectral wherever it fits
-            chosen = self._choose_method("auto", 0.0, self._system_key(objective, layer_weights))
+            chosen = self._choose_method("auto", 0.0, self._system_key(objective, layer_weights), SPECTRAL_MIN_SOLVES)
             method = "spectral" if chosen == "spectral" else "hutchinson"
         n, D = self._rows_per_delta, self.row_dim
         vshape = (n,) if self.per_sample else ()
