@@ -39,7 +39,6 @@ The best restart is the one with the smallest matching loss at its final iterate
 from __future__ import annotations
 
 import math
-import operator
 import sys
 from dataclasses import dataclass
 from typing import Sequence
@@ -47,13 +46,12 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vjp, vmap
+from torch.func import vjp, vmap
 
-from . import conv_kernels, cuda_graphs
-from ._checks import positive_int
+from . import conv_kernels, cuda_graphs, frontdoor
 from .backend import requested_backend, use_backend
 from .flat import FlatLayout
-from .operators import LossFn, _stateful_in_training, trainable_parameters
+from .operators import LossFn
 from .ops import attack_step, grad_match, tv
 
 ATTACKS = ("gs", "dlg")
@@ -127,67 +125,15 @@ class AttackResult:
 
 
 # ----------------------------------------------------------------------------------- checks
-def _nonnegative(value, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{argument} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def flat_gradient(grads, shapes: Sequence[torch.Size], argument: str = "target_grads") -> torch.Tensor:
-    """A flat ``(P,)`` gradient from a flat tensor or a list of parameter-shaped tensors.
-
-    Args:
-        grads: ``(P,)`` tensor, or a list of tensors shaped like ``shapes``.
-        shapes: the trainable parameters' shapes, in ``model.parameters()`` order.
-        argument: name used in error messages.
-
-    Raises:
-        TypeError: not a tensor or a list of tensors.
-        ValueError: wrong count, shape or length, naming ``argument``.
-    """
-    layout = FlatLayout(shapes)
-    P = layout.numel
-    if isinstance(grads, (list, tuple)):
-        if len(grads) != len(shapes):
-            raise ValueError(f"{argument} has {len(grads)} tensors, the model has {len(shapes)} trainable parameters")
-        for i, (g, s) in enumerate(zip(grads, shapes)):
-            if not isinstance(g, torch.Tensor):
-                raise TypeError(f"{argument}[{i}] must be a tensor, got {type(g).__name__}")
-            if g.shape != s:
-                raise ValueError(f"{argument}[{i}] has shape {tuple(g.shape)}, the parameter has {tuple(s)}")
-        return layout.flatten(list(grads))
-    if not isinstance(grads, torch.Tensor):
-        raise TypeError(f"{argument} must be a flat tensor (P,) or a list of parameter-shaped tensors")
-    if grads.shape != (P,):
-        raise ValueError(f"{argument} must have shape ({P},) (the model's parameter count), got {tuple(grads.shape)}")
-    return grads
-
-
 def _check_model(model) -> list[tuple[str, nn.Parameter]]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    named = trainable_parameters(model)
-    if not named:
-        raise ValueError("model has no trainable parameters (none with requires_grad=True)")
-    stateful = _stateful_in_training(model)
+    named = frontdoor.model_parameters(model)
+    stateful = frontdoor.training_module(model, stateful_only=True)
     if stateful is not None:
         raise ValueError(
-            f"module '{stateful}' is in training mode (BatchNorm statistics / Dropout): the vectorised attack "
+            f"model: module '{stateful}' is in training mode (BatchNorm statistics / Dropout): the vectorised attack "
             "needs a functional forward; call model.eval() first"
         )
     return named
-
-
-def _num_classes(model: nn.Module, shape: tuple[int, ...], dtype, device) -> int:
-    """Probe the model on zeros of ``shape``; ValueError naming ``shape`` if it does not fit."""
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(shape, dtype=dtype, device=device))
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise ValueError(f"shape {shape} does not match the model's input: {err}") from err
-    if out.dim() != 2 or out.shape[0] != shape[0]:
-        raise ValueError(f"shape {shape}: the model maps it to {tuple(out.shape)}, expected logits ({shape[0]}, classes)")
-    return out.shape[1]
 
 
 def _element_weights(layer_weights, layers, shapes, dtype, device) -> torch.Tensor | None:
@@ -197,14 +143,16 @@ def _element_weights(layer_weights, layers, shapes, dtype, device) -> torch.Tens
         return None
     per_layer = torch.ones(L, dtype=dtype, device=device)
     if layer_weights is not None:
-        values = torch.as_tensor(layer_weights, dtype=dtype, device=device).reshape(-1)
-        if values.numel() != L or not torch.isfinite(values).all() or (values < 0).any():
-            raise ValueError(f"layer_weights must be {L} finite numbers >= 0 (one per parameter tensor)")
-        per_layer = values
+        if isinstance(layer_weights, torch.Tensor):
+            layer_weights = layer_weights.tolist()
+        if not isinstance(layer_weights, (list, tuple)) or len(layer_weights) != L:
+            raise ValueError(f"layer_weights must be {L} finite numbers >= 0 (one per parameter tensor), got {layer_weights!r}")
+        values = [frontdoor.number(w, f"layer_weights[{i}]", minimum=0) for i, w in enumerate(layer_weights)]
+        per_layer = torch.tensor(values, dtype=dtype, device=device)
     if layers is not None:
-        indices = [operator.index(i) for i in layers]
-        if not indices or any(not -L <= i < L for i in indices):
+        if not isinstance(layers, (list, tuple)) or not layers:
             raise ValueError(f"layers must be a non-empty list of parameter-tensor indices in [-{L}, {L}), got {layers!r}")
+        indices = [frontdoor.integer(i, f"layers[{j}]", minimum=-L, maximum=L - 1) for j, i in enumerate(layers)]
         mask = torch.zeros(L, dtype=dtype, device=device)
         mask[[i % L for i in indices]] = 1
         per_layer = per_layer * mask
@@ -238,18 +186,18 @@ def infer_labels(model: nn.Module, target_grads, num_samples: int, strategy: str
     Raises:
         ValueError: unknown strategy, no output weight, N > K, or ``idlg`` with N > 1.
     """
-    if strategy not in LABEL_STRATEGIES:
-        raise ValueError(f"strategy must be one of {LABEL_STRATEGIES}, got {strategy!r}")
-    named = trainable_parameters(model)
-    shapes = [p.shape for _, p in named]
-    grads = FlatLayout(shapes).views(flat_gradient(target_grads, shapes))
+    frontdoor.choice(strategy, "strategy", LABEL_STRATEGIES)
+    named = frontdoor.model_parameters(model)
+    layout = frontdoor.layout_of(named)
+    shapes = layout.shapes
+    grads = layout.views(frontdoor.parameter_vectors(target_grads, layout, "target_grads"))
     weights = [i for i, s in enumerate(shapes) if len(s) == 2]
     if not weights:
         raise ValueError("label inference needs a final Linear layer (a 2-D weight); pass labels instead")
     last = weights[-1]
     w_grad = grads[last]
     classes = w_grad.shape[0]
-    num_samples = positive_int(num_samples, "num_samples")
+    num_samples = frontdoor.positive_int(num_samples, "num_samples")
     if num_samples > classes:
         raise ValueError(f"cannot infer {num_samples} labels from a {classes}-class output layer; pass labels")
     if strategy == "auto":
@@ -285,7 +233,7 @@ class _Objective:
 
     def _flat_grad(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (one restart, ``shape``) → flat ``∇_θ L(x)`` ``(P,)``."""
-        g = grad(lambda p: self.loss_fn(functional_call(self.model, p, (x,)), self.labels))(self.params)
+        g = frontdoor.parameter_gradient(self.model, self.loss_fn, self.params, x, self.labels)
         return self.layout.flatten([g[n] for n in self.names])
 
     def trial_gradients(self, xs: torch.Tensor) -> torch.Tensor:
@@ -431,22 +379,27 @@ def invert(
     if backend is not None:
         with use_backend(backend):  # validates the name (ValueError naming `backend`)
             pass
-    if attack not in PRESETS:
-        raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
-    if not isinstance(init, torch.Tensor) and init not in INITS:
-        raise ValueError(f"init must be one of {INITS} or a tensor (restarts, *shape), got {init!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    iterations = positive_int(iterations, "iterations")
-    restarts = positive_int(restarts, "restarts")
-    history_every = positive_int(history_every, "history_every")
+    frontdoor.choice(attack, "attack", ATTACKS)
+    if not isinstance(init, torch.Tensor):
+        frontdoor.choice(init, "init", INITS)
+    frontdoor.choice(optimizer, "optimizer", OPTIMIZERS)
+    iterations = frontdoor.positive_int(iterations, "iterations")
+    restarts = frontdoor.positive_int(restarts, "restarts")
+    history_every = frontdoor.positive_int(history_every, "history_every")
+    for flag, value in (("signed", signed), ("decay", decay), ("onednn", onednn), ("cuda_graph", cuda_graph)):
+        frontdoor.boolean(value, flag, optional=True)
+    frontdoor.boolean(progress, "progress")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable loss_fn(logits, labels) -> scalar or None, got {type(loss_fn).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     preset = PRESETS[attack]
     config = AttackConfig(
         match=preset.match,
-        signed=preset.signed if signed is None else bool(signed),
-        decay=preset.decay if decay is None else bool(decay),
-        lr=(LBFGS_LR if optimizer == "lbfgs" else preset.lr) if lr is None else _nonnegative(lr, "lr"),
-        tv=preset.tv if tv is None else _nonnegative(tv, "tv"),
+        signed=preset.signed if signed is None else signed,
+        decay=preset.decay if decay is None else decay,
+        lr=(LBFGS_LR if optimizer == "lbfgs" else preset.lr) if lr is None else frontdoor.number(lr, "lr", positive=True),
+        tv=preset.tv if tv is None else frontdoor.number(tv, "tv", minimum=0),
     )
     if optimizer == "lbfgs" and (config.signed or config.decay):
         raise ValueError("optimizer='lbfgs' takes neither signed gradients nor step decay: pass signed=False, decay=False")
@@ -457,27 +410,15 @@ def invert(
     graphed = cuda_graphs.wanted(device, cuda_graph)
     if optimizer == "lbfgs" and cuda_graph:
         raise ValueError("cuda_graph=True applies to optimizer='adam' (L-BFGS reads the host every step)")
-    shapes = [p.shape for _, p in named]
-    target = flat_gradient(target_grads, shapes)
-    if not target.is_floating_point():
-        raise TypeError(f"target_grads must be floating point, got {target.dtype}")
-    if not torch.isfinite(target).all():
-        raise ValueError("target_grads contains NaN or Inf")
-    target = target.detach().to(dtype=dtype, device=device)
-    if isinstance(shape, torch.Size):
-        shape = tuple(shape)
-    if not isinstance(shape, (tuple, list)) or len(shape) < 2:
-        raise ValueError(f"shape must be (N, *input_shape) with a batch dimension, got {shape!r}")
-    shape = tuple(positive_int(s, "shape") for s in shape)
-    classes = _num_classes(model, shape, dtype, device)
+    layout = frontdoor.layout_of(named)
+    shapes = layout.shapes
+    target = frontdoor.parameter_vectors(target_grads, layout, "target_grads").detach().to(dtype=dtype, device=device)
+    shape = frontdoor.batch_shape(shape, "shape")
+    classes = frontdoor.output_classes(model, torch.zeros(shape, dtype=dtype, device=device), "shape")
     if labels is None:
         labels = infer_labels(model, target, shape[0], label_strategy).to(device)
     else:
-        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != shape[:1]:
-            raise ValueError(f"labels must be an int64 tensor of shape ({shape[0]},) or None, got {labels!r}")
-        if (labels < 0).any() or (labels >= classes).any():
-            raise ValueError(f"labels must lie in [0, {classes}) for a model with {classes} outputs")
-        labels = labels.to(device)
+        labels = frontdoor.labels(labels, "labels", shape[0], classes).to(device)
     lower, upper = _check_bounds(bounds, shape, dtype, device)
     weights = _element_weights(layer_weights, layers, shapes, dtype, device)
     objective = _Objective(
@@ -485,8 +426,9 @@ def invert(
     )
 
     if isinstance(init, torch.Tensor):
-        if init.shape != (restarts, *shape) or not torch.isfinite(init).all():
-            raise ValueError(f"init must be a finite tensor of shape {(restarts, *shape)} (restarts, *shape)")
+        frontdoor.float_tensor(init, "init")
+        if init.shape != (restarts, *shape):
+            raise ValueError(f"init must be a finite tensor of shape {(restarts, *shape)} (restarts, *shape), got {tuple(init.shape)}")
         xs = init.detach().to(dtype=dtype, device=device).clone()
     else:
         xs = _init_candidates(init, (restarts, *shape), generator, dtype, device)
@@ -528,9 +470,14 @@ def _check_bounds(bounds, shape, dtype, device):
         return None, None
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
         raise ValueError("bounds must be a pair (lower, upper) of tensors broadcastable to the input, or None")
-    lower, upper = (torch.as_tensor(b, dtype=dtype, device=device) for b in bounds)
+    lower, upper = (
+        frontdoor.float_tensor(b if isinstance(b, torch.Tensor) else torch.tensor(frontdoor.number(b, f"bounds[{i}]")),
+                               f"bounds[{i}]").to(dtype=dtype, device=device)
+        for i, b in enumerate(bounds)
+    )
     try:
-        torch.broadcast_shapes(lower.shape, upper.shape, shape)
+        if torch.broadcast_shapes(lower.shape, upper.shape, shape) != torch.Size(shape):
+            raise RuntimeError("they would enlarge the batch")
     except RuntimeError as err:
         raise ValueError(f"bounds do not broadcast to shape {shape}: {err}") from err
     if not (lower < upper).all():

@@ -18,7 +18,6 @@ as the paper's ``test_set[i]`` loop does.
 from __future__ import annotations
 
 import functools
-import operator
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import frontdoor
 
 DIGITS_MEAN = (0.30526,)
 """Mean pixel of all 1797 scikit-learn digits after scaling to [0, 1] and resizing to 28×28."""
@@ -127,25 +128,15 @@ def _batch_from_pixels(pixels, labels, mean, std, name: str, num_classes: int) -
     return replace(batch, images=batch.normalize(pixels))
 
 
-def _as_int(value, argument: str) -> int:
-    """``value`` as an int (anything with ``__index__`` but bool), or ValueError naming ``argument``."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{argument} must be an int, got {value!r}") from None
-
-
 def _sample_count(n, start, length: int) -> int:
     """Number of samples ``start … start+n−1`` of a dataset of ``length``; ValueError naming
     ``start`` or ``n`` when they fall outside it."""
-    start = _as_int(start, "start")
+    start = frontdoor.integer(start, "start")
     if not 0 <= start < length:
         raise ValueError(f"start must be in [0, {length - 1}] for this dataset of {length} samples, got {start}")
     if n is None:
         return length - start
-    n = _as_int(n, "n")
+    n = frontdoor.integer(n, "n")
     if not 1 <= n <= length - start:
         raise ValueError(f"n must be in [1, {length - start}] for start={start} and {length} samples, got {n}")
     return n
@@ -153,7 +144,7 @@ def _sample_count(n, start, length: int) -> int:
 
 def _image_size(image_size) -> int:
     """``image_size`` as a positive int, or ValueError naming it."""
-    size = _as_int(image_size, "image_size")
+    size = frontdoor.integer(image_size, "image_size")
     if size < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
     return size
@@ -186,7 +177,7 @@ def digits(n: int | None = None, start: int = 0, image_size: int = 28) -> ImageB
         0–9, num_classes 10.
 
     Raises:
-        ValueError: ``n``, ``start`` or ``image_size`` out of range or not an int.
+        ValueError: ``n``, ``start`` or ``image_size`` out of range; TypeError: not an int.
     """
     size = _image_size(image_size)
     pixels_8x8, labels = _digits_pixels_8x8()
@@ -235,10 +226,10 @@ def natural(n: int | None = None, start: int = 0, image_size: int = 32, seed: in
         in 0–4, num_classes 10.
 
     Raises:
-        ValueError: ``n``, ``start``, ``image_size`` or ``seed`` out of range or not an int.
+        ValueError: ``n``, ``start``, ``image_size`` or ``seed`` out of range; TypeError: not an int.
     """
     size = _image_size(image_size)
-    seed = _as_int(seed, "seed")
+    seed = frontdoor.integer(seed, "seed")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     count = _sample_count(n, start, NATURAL_LENGTH)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from . import frontdoor
 from .operators import DEFAULT_STRATEGY, InversionJacobian, LossFn
 from .solvers import cg, cgls, lanczos, power_iteration, random_on
 
@@ -95,8 +96,7 @@ class ExpectedI2F:
 
 
 def _check_eps(eps):
-    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    frontdoor.number(eps, "eps", minimum=0)
 
 
 class InversionInfluence:
@@ -157,22 +157,11 @@ class InversionInfluence:
     def _as_delta(self, delta) -> tuple[torch.Tensor, bool]:
         """Normalise ``delta`` to a flat ``(K, *prefix, P)`` tensor; returns it and whether K was given."""
         op = self.jacobian
-        if isinstance(delta, (list, tuple)):
-            delta = op.flatten([torch.as_tensor(t) for t in delta])
-        if not isinstance(delta, torch.Tensor):
-            raise TypeError("delta must be a tensor (P,), (K, P) or a list of parameter-shaped tensors")
         P = op.num_params
-        if delta.shape[-1:] != (P,):
-            raise ValueError(f"delta must end in the parameter dimension P={P}, got shape {tuple(delta.shape)}")
-        if not torch.isfinite(delta).all():
-            raise ValueError("delta contains NaN or Inf")
+        delta = frontdoor.parameter_vectors(delta, op.layout, "delta", batch=2 if self.per_sample else 1)
         delta = delta.to(dtype=self._dtype, device=self._device)
         if not self.per_sample:
-            if delta.dim() == 1:
-                return delta.unsqueeze(0), False
-            if delta.dim() == 2:
-                return delta, True
-            raise ValueError(f"delta must have shape (P,) or (K, P) with P={P}, got {tuple(delta.shape)}")
+            return (delta.unsqueeze(0), False) if delta.dim() == 1 else (delta, True)
         N = op.num_samples
         if delta.dim() == 1:
             return delta.expand(1, N, P), False

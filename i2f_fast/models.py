@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._checks import positive_int
+from .frontdoor import positive_int
 
 INIT_SCHEMES = ("uniform", "normal", "kaiming", "xavier", "default")
 """Names accepted by :func:`initialize` (and by the ``init`` argument of every constructor)."""

@@ -88,7 +88,7 @@ def test_digits_image_size():
     ],
 )
 def test_digits_bad_arguments(kwargs, argument):
-    with pytest.raises(ValueError, match=argument):
+    with pytest.raises((ValueError, TypeError), match=argument):
         digits(**kwargs)
 
 
