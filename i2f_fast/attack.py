@@ -199,7 +199,7 @@ def infer_labels(model: nn.Module, target_grads, num_samples: int, strategy: str
     classes = w_grad.shape[0]
     num_samples = frontdoor.positive_int(num_samples, "num_samples")
     if num_samples > classes:
-        raise ValueError(f"cannot infer {num_samples} labels from a {classes}-class output layer; pass labels")
+        raise ValueError(f"num_samples={num_samples}: cannot infer more labels than the {classes} classes of the output layer; pass labels")
     if strategy == "auto":
         strategy = "idlg" if num_samples == 1 else "yin"
     if strategy == "idlg":

@@ -34,7 +34,7 @@ def _prepare(model, img, label, device, dtype=None):
     model left as it is (a copy when it must move or change dtype)."""
     first = frontdoor.model_parameters(model)[0][1]
     frontdoor.float_tensor(img, "img", min_dims=2)
-    device = torch.device(device) if device is not None else img.device
+    device = frontdoor.device(device, "device") if device is not None else img.device
     if dtype is not None and dtype not in frontdoor.FLOAT_DTYPES:
         raise TypeError(f"setup['dtype'] must be torch.float32 or torch.float64, got {dtype!r}")
     dtype = dtype or first.dtype
@@ -45,6 +45,12 @@ def _prepare(model, img, label, device, dtype=None):
     return model, img, label
 
 
+def _noise(model, noise) -> torch.Tensor:
+    """The perturbation ``noise`` (flat ``(P,)`` or a list of parameter-shaped tensors) as a flat
+    ``(P,)`` tensor, each list entry checked against its parameter's shape."""
+    return frontdoor.parameter_vectors(noise, frontdoor.layout_of(frontdoor.model_parameters(model)), "noise")
+
+
 def I2F_lb(model, img, label, noise, device=None) -> torch.Tensor:  # noqa: N802 (paper's name)
     """``‖Jᵀδ‖ / λ_max(JᵀJ)`` for the batch ``img`` (``(N, C, H, W)``), labels ``label``.
 
@@ -53,7 +59,7 @@ def I2F_lb(model, img, label, noise, device=None) -> torch.Tensor:  # noqa: N802
     the ``(1,)`` eigenvalue array).
     """
     model, img, label = _prepare(model, img, label, device)
-    res = InversionInfluence(model, img, label).lower_bound(noise)
+    res = InversionInfluence(model, img, label).lower_bound(_noise(model, noise))
     return res.value.reshape(1)
 
 
@@ -74,5 +80,5 @@ def compute_exact_bound(args, model, img, label, noise, setup=None, regu=1.0) ->
         raise TypeError(f"setup must be a dict(device=..., dtype=...) or None, got {type(setup).__name__}")
     setup = setup or {}
     model, img, label = _prepare(model, img, label, setup.get("device"), setup.get("dtype"))
-    res = InversionInfluence(model, img, label).i2f(noise, frontdoor.number(regu, "regu", minimum=0))
+    res = InversionInfluence(model, img, label).i2f(_noise(model, noise), frontdoor.number(regu, "regu", minimum=0))
     return res.shift

@@ -134,6 +134,18 @@ def batch_shape(value, argument: str) -> tuple[int, ...]:
     return tuple(positive_int(s, argument) for s in value)
 
 
+def device(value, argument: str) -> torch.device:
+    """``value`` (a ``torch.device`` or a string such as ``"cpu"``, ``"cuda:0"``) as a device.
+
+    Raises:
+        ValueError: not a device name, naming ``argument``.
+    """
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"{argument} must be a torch.device or a device name such as 'cpu', got {value!r}") from err
+
+
 # ------------------------------------------------------------------------------------ tensors
 def float_tensor(
     value,
@@ -331,6 +343,7 @@ def parameter_vectors(
     *,
     lead: tuple[int, ...] = (),
     batch: int = 0,
+    finite: bool = True,
 ) -> torch.Tensor:
     """Parse "flat or list" parameter-space input into one flat tensor ``(*b, *lead, P)``.
 
@@ -346,6 +359,8 @@ def parameter_vectors(
         argument: the name used in error messages.
         lead: fixed leading dims after the batch dims (e.g. ``(N,)`` per sample).
         batch: the most batch dims accepted (0: none).
+        finite: refuse NaN / Inf (one host read; pass False inside solver loops, which must not
+            sync with the device).
 
     Returns:
         the flat tensor (a list is flattened once; a flat tensor is returned as given, not copied).
@@ -371,14 +386,14 @@ def parameter_vectors(
             expected = (*prefix, *lead, *shape)
             if tuple(t.shape) != expected:
                 raise ValueError(f"{argument}[{i}] has shape {tuple(t.shape)}, expected {expected} (the parameter's shape)")
-            float_tensor(t, f"{argument}[{i}]", like=value[0])
+            float_tensor(t, f"{argument}[{i}]", like=value[0], finite=finite)
         return layout.flatten(list(value), batch_dims=b + len(lead))
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{argument} must be a flat tensor {forms} or a list of parameter-shaped tensors, got {type(value).__name__}")
     b = value.dim() - len(lead) - 1
     if not 0 <= b <= batch or tuple(value.shape[b:]) != (*lead, P):
         raise ValueError(f"{argument} must have shape {forms} with P={P} (the trainable parameters), got {tuple(value.shape)}")
-    return float_tensor(value, argument)
+    return float_tensor(value, argument, finite=finite)
 
 
 def finite_output(value: torch.Tensor, what: str, hint: str) -> torch.Tensor:

@@ -340,8 +340,9 @@ class InversionJacobian:
 
     # ------------------------------------------------------------------------------- checking
     def _tangent_batch(self, v, name: str) -> bool:
-        """True when ``v`` carries a leading k ≥ 1; validates the kind and shape of ``v``."""
-        frontdoor.float_tensor(v, name)
+        """True when ``v`` carries a leading k ≥ 1; validates the kind and shape of ``v`` (not its
+        values: products run inside solver loops, which must not read the device)."""
+        frontdoor.float_tensor(v, name, finite=False)
         if tuple(v.shape) == self.input_shape:
             return False
         if tuple(v.shape[1:]) == self.input_shape and v.shape[0] >= 1:
@@ -353,7 +354,7 @@ class InversionJacobian:
     def _param_batch(self, u) -> tuple[list[torch.Tensor], bool]:
         """Parameter-space input (flat or list, front door) → (param-shaped views with leading dims, batched?)."""
         prefix = (self.num_samples,) if self.per_sample else ()
-        flat = frontdoor.parameter_vectors(u, self.layout, "u", lead=prefix, batch=1)
+        flat = frontdoor.parameter_vectors(u, self.layout, "u", lead=prefix, batch=1, finite=False)
         batched = flat.dim() > len(prefix) + 1
         if batched and flat.shape[0] == 0:
             raise ValueError("u: k must be >= 1 (got an empty batch of vectors)")
