@@ -41,7 +41,7 @@ def _prepare(model, img, label, device, dtype=None):
     if any(t.dtype != dtype or t.device != device for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()):
         model = copy.deepcopy(model).to(device=device, dtype=dtype)
     img = img.detach().to(device=device, dtype=dtype)
-    label = frontdoor.labels(label, "label", img.shape[0]).to(device)
+    label = frontdoor.labels(label, "label", img.shape[0], frontdoor.output_classes(model, img, "img")).to(device)
     return model, img, label
 
 
