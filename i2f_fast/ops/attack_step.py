@@ -120,5 +120,5 @@ def attack_step(
            bias_correction2.reshape(1), float(beta1), float(beta2), float(eps), bool(signed),
            None if lower is None else lower.contiguous(), None if upper is None else upper.contiguous())
     for t, w in zip(state, work):
-        if t.data_ptr() != w.data_ptr():
+        if not t.is_contiguous():  # worked on a contiguous copy: write it back
             t.copy_(w)

@@ -75,6 +75,6 @@ def cg_step(x, r, p, Ap, rr, active):
     xc, rc, pc = (t.contiguous() for t in state)
     out = kernel(xc, rc, pc, Ap.contiguous(), rr.contiguous(), active.contiguous())
     for t, c in zip(state, (xc, rc, pc)):
-        if t.data_ptr() != c.data_ptr():
+        if not t.is_contiguous():  # worked on a contiguous copy: write it back
             t.copy_(c)
     return out
