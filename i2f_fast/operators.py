@@ -87,9 +87,9 @@ def unflatten_tensors(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> list[
     return FlatLayout(shapes).views(flat)
 
 
-def _check_inputs(model, x, y, loss_fn, per_sample) -> list:
+def _check_inputs(model, x, y, loss_fn, per_sample) -> tuple[list, torch.Tensor]:
     """The front-door checks of :class:`InversionJacobian`'s arguments; returns the trainable
-    ``(name, parameter)`` pairs."""
+    ``(name, parameter)`` pairs and ``y`` (int64 labels ``(N,)`` for the default cross-entropy)."""
     named = frontdoor.model_parameters(model)
     first = named[0][1]
     frontdoor.float_tensor(x, "x", min_dims=2, like=first)
@@ -99,10 +99,10 @@ def _check_inputs(model, x, y, loss_fn, per_sample) -> list:
         frontdoor.require_functional(model, "per_sample=True (each sample its own Jacobian)")
     classes = frontdoor.output_classes(model, x, "x")
     if loss_fn is None:
-        frontdoor.labels(y, "y", x.shape[0], classes)
+        y = frontdoor.labels(y, "y", x.shape[0], classes).to(x.device)
     elif not isinstance(y, torch.Tensor) or y.shape[:1] != x.shape[:1]:
         raise ValueError(f"y must be a tensor with N={x.shape[0]} entries along dim 0")
-    return named
+    return named, y
 
 
 class InversionJacobian:
@@ -112,7 +112,8 @@ class InversionJacobian:
         model: used as given (train/eval mode is the caller's choice); the parameters are those
             with ``requires_grad``, in ``model.parameters()`` order.
         x: ``(N, ...)`` input batch (e.g. NCHW images), same dtype as the parameters.
-        y: ``(N,)`` int64 labels (or whatever ``loss_fn`` expects).
+        y: ``(N,)`` integer class labels (converted to int64; a float label is refused), or whatever
+            ``loss_fn`` expects.
         loss_fn: ``loss_fn(output, y) -> scalar``; default cross-entropy, mean over the batch.
         per_sample: treat each sample as its own batch of one (its own ``J_n``).
         strategy: ``"auto"``, ``"engine"``, ``"double_backward"`` or ``"func"`` (see the module docstring).
@@ -149,7 +150,7 @@ class InversionJacobian:
     ):
         frontdoor.choice(strategy, "strategy", STRATEGIES)
         frontdoor.boolean(onednn, "onednn", optional=True)
-        named = _check_inputs(model, x, y, loss_fn, per_sample)
+        named, y = _check_inputs(model, x, y, loss_fn, per_sample)
         self.model = model
         self.loss_fn = F.cross_entropy if loss_fn is None else loss_fn
         self.per_sample = per_sample
