@@ -74,13 +74,21 @@ class ImageBatch:
     num_classes: int
 
     def __post_init__(self) -> None:
-        if self.images.dim() != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
-        if self.labels.shape != self.images.shape[:1]:
-            raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+        """Front-door checks: finite float (N, C, H, W) images, int64 labels in [0, num_classes), one
+        finite mean and one positive std per channel (ValueError / TypeError naming the field)."""
+        frontdoor.float_tensor(self.images, "images", dims=4)
+        classes = frontdoor.positive_int(self.num_classes, "num_classes")
         channels = self.images.shape[1]
-        if len(self.mean) != channels or len(self.std) != channels:
+        if not all(isinstance(v, (tuple, list)) and len(v) == channels for v in (self.mean, self.std)):
             raise ValueError(f"mean and std must have {channels} entries, got {self.mean} and {self.std}")
+        checked = dict(  # frozen: the normalised fields are set through object.__setattr__
+            num_classes=classes,
+            labels=frontdoor.labels(self.labels, "labels", self.images.shape[0], classes),
+            mean=tuple(frontdoor.number(v, f"mean[{c}]") for c, v in enumerate(self.mean)),
+            std=tuple(frontdoor.number(v, f"std[{c}]", positive=True) for c, v in enumerate(self.std)),
+        )
+        for field_name, value in checked.items():
+            object.__setattr__(self, field_name, value)
 
     def _statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std as (C, 1, 1) tensors in ``x``'s dtype and device; checks x's channel dim."""
