@@ -85,11 +85,15 @@ def pytest_generate_tests(metafunc):
     if "bench_case" not in metafunc.fixturenames:
         return
     config = metafunc.config
-    skip_all = config.option.collectonly or config.getoption("benchmark_skip", False)
     benches = config.getoption("bench_only") or run.BENCHES
-    if skip_all:
-        cases = [pytest.param(None, id=b, marks=pytest.mark.skip(reason="benchmarks run only when collected to run"))
-                 for b in benches]
+    if not config.pluginmanager.hasplugin("benchmark"):
+        why = "pytest-benchmark is not installed (pip install -r requirements-dev.txt)"
+    elif config.option.collectonly or config.getoption("benchmark_skip"):
+        why = "benchmarks run only when collected to run"
+    else:
+        why = None
+    if why is not None:
+        cases = [pytest.param(None, id=b, marks=pytest.mark.skip(reason=why)) for b in benches]
     else:
         found = [c for b in benches for c in _cases(b, config.getoption("bench_quick"), config.getoption("bench_threads"))]
         cases = [pytest.param(c, id=c.id) for c in found]
