@@ -55,8 +55,10 @@ def to_pixels(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float
     """``(N, C, H, W)`` normalised → pixels ``x·std + mean`` clamped to [0, 1] (``mean = std = None``:
     ``x`` already holds pixels and is only clamped).
 
-    Raises: ValueError when only one of mean/std is given or their length is not C.
+    Raises: ValueError when only one of mean/std is given or their length is not C; TypeError /
+    ValueError when ``x`` is not a float32/float64 ``(N, C, H, W)`` tensor.
     """
+    frontdoor.float_tensor(x, "x", dims=4, finite=False)  # drawing a diverged reconstruction is allowed
     if (mean is None) != (std is None):
         raise ValueError("pass both mean and std (the dataset's normalisation) or neither")
     if mean is not None:

@@ -37,6 +37,8 @@ CASES += [
     pytest.param(lambda: metrics.ssim(A, B, win_size=13), "win_size", id="ssim-win-too-large"),
     pytest.param(lambda: metrics.ssim(A, B, win_size=7.0), "win_size", id="ssim-win-float"),
     pytest.param(lambda: metrics.to_pixels(A, MEAN, [0.2, 0.2]), "mean", id="to_pixels-std-length"),
+    pytest.param(lambda: metrics.to_pixels(A.tolist(), MEAN, STD), "x", id="to_pixels-list"),
+    pytest.param(lambda: metrics.to_pixels(A[0], MEAN, STD), "x", id="to_pixels-3d"),
     pytest.param(lambda: metrics.lpips(A, B, net="resnet"), "net", id="lpips-net"),
     pytest.param(lambda: metrics.lpips(NAN, B), "reconstruction", id="lpips-nan-pixel"),
     pytest.param(lambda: metrics.feature_mse("model", A, B), "model", id="feature_mse-model-string"),
