@@ -31,8 +31,13 @@ demo: setup
 test: setup
 	$(PY) -m pytest python_tests -q
 
+# pytest-benchmark runs every comparison (candidate and baseline in one group, the interleaved ratio in
+# extra_info) and saves the run; run.py prints the ratio table from it. Compare with a saved run:
+# $(PY) -m pytest benchmarks --benchmark-only --benchmark-compare (see benchmarks/README.md).
+BENCH_JSON ?= benchmarks/results/latest.json
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=$(BENCH_JSON) -p no:cacheprovider -q $(BENCH_ARGS)
+	$(PY) benchmarks/run.py --table $(BENCH_JSON)
 
 # On a machine with one CUDA card: build with CUDA, run the tests on the GPU and every benchmark,
 # one table of ratios with the card's name, under 10 minutes (benchmarks/gpu_suite.py). Uses

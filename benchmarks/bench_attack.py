@@ -90,7 +90,8 @@ def main(quick: bool = False, write_csv: bool = True, threads: int = 1) -> list[
             (irreducible_same_kernels, f"same conv kernels ({kernels})", GOAL_STEP),
             (irreducible, "PyTorch's default conv kernels", None),
         ):
-            c = common.compare(baseline, attack_iterations, rounds=rounds, min_round_s=min_round_s)
+            c = common.compare(baseline, attack_iterations, rounds=rounds, min_round_s=min_round_s,
+                               label=f"irreducible work ({label}) as candidate vs {iters} attack iterations as baseline")
             # compare() reports baseline/candidate; here the candidate is the attack: cost = attack / irreducible
             cost = c.baseline_s / c.candidate_s
             rows.append(common.Row(

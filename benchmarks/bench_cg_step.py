@@ -71,7 +71,8 @@ def main(quick: bool = False, write_csv: bool = True, threads: int = 1) -> list[
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
             c = common.compare(native, reference, rounds=rounds, min_round_s=min_round_s)
-            copy = common.compare(restore, restore, rounds=rounds, min_round_s=min_round_s)
+            copy = common.compare(restore, restore, rounds=rounds, min_round_s=min_round_s,
+                                  label=f"restore of x, r, p ({B}, {D}), timed to be subtracted")
             restore_s = copy.candidate_s
             net_native, net_reference = c.candidate_s - restore_s, c.baseline_s - restore_s
             net = net_reference / net_native

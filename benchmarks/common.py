@@ -8,6 +8,7 @@ The thread count is recorded with every comparison.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import math
@@ -113,6 +114,7 @@ def compare(
     baseline_warmup: int | None = None,
     min_round_s: float = 0.02,
     device=None,
+    label: str | None = None,
 ) -> Comparison:
     """Time ``candidate_fn`` against ``baseline_fn``, interleaved in this process.
 
@@ -126,6 +128,8 @@ def compare(
             caller has just run it (e.g. for a correctness check): a round is then one call.
         min_round_s: a round repeats a function until it lasts at least this long.
         device: synchronise this CUDA device around every round (None / CPU: nothing to do).
+        label: what is compared, for a comparison that no report row names (pytest-benchmark's
+            group name; see ``benchmarks/conftest.py``).
 
     Returns:
         :class:`Comparison` with medians and ``ratio = baseline_s / candidate_s``.
@@ -152,7 +156,73 @@ def compare(
             elif i in base_at:
                 base.append(_time_round(baseline_fn, base_reps, device))
     c, b = statistics.median(cand), statistics.median(base)
-    return Comparison(c, b, b / c, len(cand), len(base), cand_reps, base_reps, torch.get_num_threads(), cand, base)
+    result = Comparison(c, b, b / c, len(cand), len(base), cand_reps, base_reps, torch.get_num_threads(), cand, base)
+    if _RECORDER is not None:
+        _RECORDER.comparisons.append(Recorded(candidate_fn, baseline_fn, result, device, Ambient.now(), label))
+    return result
+
+
+# ------------------------------------------------------------------------------ pytest-benchmark
+@dataclass(frozen=True)
+class Ambient:
+    """The process state a timed function depends on besides its closure: torch threads, the
+    oneDNN switch (``conv_kernels.kernels``), the i2f_fast backend (``use_backend``), grad mode."""
+
+    threads: int
+    mkldnn: bool
+    backend: str
+    grad: bool
+
+    @classmethod
+    def now(cls) -> "Ambient":
+        from i2f_fast.backend import requested_backend
+
+        return cls(torch.get_num_threads(), torch.backends.mkldnn.enabled, requested_backend(), torch.is_grad_enabled())
+
+    @contextlib.contextmanager
+    def restored(self):
+        """Run the enclosed code in this state (as when the function was timed by :func:`compare`)."""
+        from i2f_fast import use_backend
+
+        with threads(self.threads), torch.backends.mkldnn.flags(enabled=self.mkldnn), use_backend(self.backend), \
+                torch.set_grad_enabled(self.grad):
+            yield
+
+
+@dataclass
+class Recorded:
+    """One :func:`compare` call seen by :func:`recording`: the two functions, the interleaved result
+    and the state they ran in."""
+
+    candidate_fn: Callable[[], object]
+    baseline_fn: Callable[[], object]
+    comparison: Comparison
+    device: object
+    ambient: Ambient
+    label: str | None = None
+
+
+@dataclass
+class Recording:
+    """What a bench did inside :func:`recording`: its comparisons, in order, and the rows it reported."""
+
+    comparisons: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+
+
+_RECORDER: Recording | None = None
+
+
+@contextlib.contextmanager
+def recording():
+    """Record every :func:`compare` and :func:`report` call made inside (``benchmarks/conftest.py``:
+    pytest-benchmark then times the same candidate and baseline functions, in the same state)."""
+    global _RECORDER
+    saved, _RECORDER = _RECORDER, Recording()
+    try:
+        yield _RECORDER
+    finally:
+        _RECORDER = saved
 
 
 @dataclass
@@ -246,6 +316,8 @@ def write_csv(bench: str, rows: list[Row], command: str | None = None) -> Path:
 
 def report(bench: str, title: str, rows: list[Row], write: bool = True) -> list[Row]:
     """Print the table and append the CSV; returns ``rows``."""
+    if _RECORDER is not None:
+        _RECORDER.rows.extend(rows)
     print_table(title, rows)
     if write:
         path = write_csv(bench, rows)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import importlib
 import os
+from typing import Callable
 
 import torch
 
@@ -120,3 +122,25 @@ def resolve(device: torch.device) -> str:
     if why is not None:
         raise BackendUnavailableError(f"backend {name!r} is not available for {device.type} tensors: {why}")
     return name
+
+
+def kernel(op: str, device: torch.device) -> Callable | None:
+    """The kernel that runs the fused op ``op`` on ``device`` under the requested backend: the
+    compiled op ``torch.ops.i2f_fast.<op>`` (native), the Triton launcher ``<op>_triton`` of
+    ``i2f_fast/triton/<op>.py`` (triton, imported on first use), or None (reference: the caller
+    runs its ``<op>_ref``, whose arguments may be arranged differently).
+
+    Raises:
+        BackendUnavailableError / ValueError: as :func:`resolve`.
+    """
+    backend = resolve(device)
+    if backend == "reference":
+        return None
+    if backend == "native":
+        return getattr(torch.ops.i2f_fast, op)
+    return _triton_launcher(op)
+
+
+@functools.cache
+def _triton_launcher(op: str) -> Callable:
+    return getattr(importlib.import_module(f"{__package__}.triton.{op}"), f"{op}_triton")

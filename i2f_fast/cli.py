@@ -9,7 +9,6 @@ solved together) for Gaussian gradient noise of several variances. It prints a t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -40,6 +39,8 @@ def _positive_float(text: str) -> float:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="i2f-fast", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"i2f_fast {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of a one-line message (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="I²F and its lower bound under Gaussian gradient noise, per sample")
@@ -219,7 +220,7 @@ def _plot(result: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
 
@@ -284,20 +285,70 @@ def _print_engine_coverage() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "env":
-        print_env()
-        return 0
-    if args.command == "attack":
-        return _attack_command(args)
-    if args.command == "compare":
-        return _compare_command(args)
+    """Run the ``i2f-fast`` command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Errors end the command with one line, ``i2f-fast <command>: error: <message>`` (a
+    ``SystemExit``); ``--debug`` anywhere on the line shows the traceback instead. ``--out`` is
+    created and checked for writing before any computation.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = _parser().parse_args([a for a in argv if a != "--debug"])
+    try:
+        _check_common_args(args)
+        return _COMMANDS[args.command](args)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001 — every error becomes one line unless --debug
+        if debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise SystemExit(f"i2f-fast {args.command}: error: {message} (run with --debug for the traceback)") from err
+
+
+def _check_common_args(args) -> None:
+    """Checks of the flags several commands share, before any computation: counts, and ``--out``
+    (created, and written to once, so that a bad folder fails now and not after the job)."""
+    for flag in ("samples", "threads", "image_size"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1 and not (flag == "threads" and value == 0):
+            raise SystemExit(f"i2f-fast {args.command}: --{flag.replace('_', '-')} must be >= 1, got {value}")
+    if getattr(args, "start", 0) < 0:
+        raise SystemExit(f"i2f-fast {args.command}: --start must be >= 0, got {args.start}")
+    out = getattr(args, "out", None)
+    if out is not None:
+        _check_out(args.command, out)
+
+
+def _check_out(command: str, out: Path) -> None:
+    """Create ``out`` and check that a file can be written in it; SystemExit naming ``--out`` if not."""
+    from .experiments.output import atomic_path
+
+    try:
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(f"{out} exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / ".i2f-fast-write-check") as probe:
+            probe.write_text("")
+        (out / ".i2f-fast-write-check").unlink()
+    except OSError as err:
+        raise SystemExit(f"i2f-fast {command}: --out {out} cannot be written: {err}") from err
+
+
+def _demo_command(args) -> int:
+    from .experiments.output import atomic_path, write_json
+
     result = run_demo(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2))
-    _plot(result, args.out / "i2f_vs_noise.png")
+    write_json(args.out / "results.json", result)
+    with atomic_path(args.out / "i2f_vs_noise.png") as tmp:
+        _plot(result, tmp)
     _print_table(result)
     print(f"wrote {args.out / 'results.json'} and {args.out / 'i2f_vs_noise.png'}")
+    return 0
+
+
+def _env_command(args) -> int:
+    print_env()
     return 0
 
 
@@ -312,11 +363,7 @@ def _attack_command(args) -> int:
     from .experiments.output import save_grid, write_json
 
     _check_attack_args(args)
-    try:
-        result, problem, restarts = run_attack(args)
-    except ValueError as err:  # a bad strength or setting for the chosen defense / attack
-        raise SystemExit(f"i2f-fast attack: {err}") from err
-    args.out.mkdir(parents=True, exist_ok=True)
+    result, problem, restarts = run_attack(args)
     write_json(args.out / "attack.json", result)
     save_grid(problem.x, restarts, problem.batch, result["best_restart"], args.out / "attack.png")
     print_attack(result)
@@ -344,6 +391,9 @@ def _compare_command(args) -> int:
     print_compare(result)
     print(f"wrote {args.out / 'compare.json'} and {args.out / 'compare.png'}")
     return 0
+
+
+_COMMANDS = {"demo": _demo_command, "env": _env_command, "attack": _attack_command, "compare": _compare_command}
 
 
 if __name__ == "__main__":

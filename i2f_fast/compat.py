@@ -12,30 +12,43 @@ Differences from the originals, on purpose:
 * ``compute_exact_bound`` solves ``(JᵀJ + εI) b = Jᵀδ`` with CG **from a zero start** to a
   relative residual tolerance, instead of 2000 steps of fixed-step gradient descent from a random
   start (which leaves a random-start bias for small ε and diverges when λ_max > 2/lr).
-* The caller's ``img`` is not modified (the original set ``img.requires_grad = True`` on it).
+* Nothing the caller passes is modified: the original set ``img.requires_grad = True`` on ``img``,
+  and ``model.to(device, dtype)`` converts a module in place; here a model that must change
+  dtype or device is copied first.
+* Arguments are checked (front door): labels must be integers (``label=0.7`` is refused, not
+  read as 0), and a list ``noise`` must hold tensors of the parameters' shapes.
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
 
+from . import frontdoor
 from .influence import InversionInfluence
 
 
 def _prepare(model, img, label, device, dtype=None):
-    device = torch.device(device) if device is not None else img.device
-    param = next(model.parameters())
-    dtype = dtype or param.dtype
-    model = model.to(device=device, dtype=dtype)
+    """``(model, img, label)`` on ``device`` in ``dtype`` (default: the model's), the caller's
+    model left as it is (a copy when it must move or change dtype)."""
+    first = frontdoor.model_parameters(model)[0][1]
+    frontdoor.float_tensor(img, "img", min_dims=2)
+    device = frontdoor.device(device, "device") if device is not None else img.device
+    if dtype is not None and dtype not in frontdoor.FLOAT_DTYPES:
+        raise TypeError(f"setup['dtype'] must be torch.float32 or torch.float64, got {dtype!r}")
+    dtype = dtype or first.dtype
+    if any(t.dtype != dtype or t.device != device for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()):
+        model = copy.deepcopy(model).to(device=device, dtype=dtype)
     img = img.detach().to(device=device, dtype=dtype)
-    label = torch.as_tensor(label, device=device).reshape(-1).long()
+    label = frontdoor.labels(label, "label", img.shape[0], frontdoor.output_classes(model, img, "img")).to(device)
     return model, img, label
 
 
-def _noise_list(noise, device, dtype):
-    if isinstance(noise, torch.Tensor):
-        return noise.to(device=device, dtype=dtype)
-    return [torch.as_tensor(n).to(device=device, dtype=dtype) for n in noise]
+def _noise(model, noise) -> torch.Tensor:
+    """The perturbation ``noise`` (flat ``(P,)`` or a list of parameter-shaped tensors) as a flat
+    ``(P,)`` tensor, each list entry checked against its parameter's shape."""
+    return frontdoor.parameter_vectors(noise, frontdoor.layout_of(frontdoor.model_parameters(model)), "noise")
 
 
 def I2F_lb(model, img, label, noise, device=None) -> torch.Tensor:  # noqa: N802 (paper's name)
@@ -46,8 +59,7 @@ def I2F_lb(model, img, label, noise, device=None) -> torch.Tensor:  # noqa: N802
     the ``(1,)`` eigenvalue array).
     """
     model, img, label = _prepare(model, img, label, device)
-    inf = InversionInfluence(model, img, label)
-    res = inf.lower_bound(_noise_list(noise, img.device, img.dtype))
+    res = InversionInfluence(model, img, label).lower_bound(_noise(model, noise))
     return res.value.reshape(1)
 
 
@@ -64,7 +76,9 @@ def compute_exact_bound(args, model, img, label, noise, setup=None, regu=1.0) ->
     ``args`` is accepted for signature compatibility and ignored (the original read its learning
     rate there); ``setup`` is inversefed's ``dict(device=..., dtype=...)`` (optional).
     """
+    if setup is not None and not isinstance(setup, dict):
+        raise TypeError(f"setup must be a dict(device=..., dtype=...) or None, got {type(setup).__name__}")
     setup = setup or {}
     model, img, label = _prepare(model, img, label, setup.get("device"), setup.get("dtype"))
-    res = InversionInfluence(model, img, label).i2f(_noise_list(noise, img.device, img.dtype), float(regu))
+    res = InversionInfluence(model, img, label).i2f(_noise(model, noise), frontdoor.number(regu, "regu", minimum=0))
     return res.shift

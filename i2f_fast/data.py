@@ -18,7 +18,6 @@ as the paper's ``test_set[i]`` loop does.
 from __future__ import annotations
 
 import functools
-import operator
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import frontdoor
 
 DIGITS_MEAN = (0.30526,)
 """Mean pixel of all 1797 scikit-learn digits after scaling to [0, 1] and resizing to 28×28."""
@@ -73,13 +74,21 @@ class ImageBatch:
     num_classes: int
 
     def __post_init__(self) -> None:
-        if self.images.dim() != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
-        if self.labels.shape != self.images.shape[:1]:
-            raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+        """Front-door checks: finite float (N, C, H, W) images, int64 labels in [0, num_classes), one
+        finite mean and one positive std per channel (ValueError / TypeError naming the field)."""
+        frontdoor.float_tensor(self.images, "images", dims=4)
+        classes = frontdoor.positive_int(self.num_classes, "num_classes")
         channels = self.images.shape[1]
-        if len(self.mean) != channels or len(self.std) != channels:
+        if not all(isinstance(v, (tuple, list)) and len(v) == channels for v in (self.mean, self.std)):
             raise ValueError(f"mean and std must have {channels} entries, got {self.mean} and {self.std}")
+        checked = dict(  # frozen: the normalised fields are set through object.__setattr__
+            num_classes=classes,
+            labels=frontdoor.labels(self.labels, "labels", self.images.shape[0], classes),
+            mean=tuple(frontdoor.number(v, f"mean[{c}]") for c, v in enumerate(self.mean)),
+            std=tuple(frontdoor.number(v, f"std[{c}]", positive=True) for c, v in enumerate(self.std)),
+        )
+        for field_name, value in checked.items():
+            object.__setattr__(self, field_name, value)
 
     def _statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std as (C, 1, 1) tensors in ``x``'s dtype and device; checks x's channel dim."""
@@ -127,25 +136,15 @@ def _batch_from_pixels(pixels, labels, mean, std, name: str, num_classes: int) -
     return replace(batch, images=batch.normalize(pixels))
 
 
-def _as_int(value, argument: str) -> int:
-    """``value`` as an int (anything with ``__index__`` but bool), or ValueError naming ``argument``."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{argument} must be an int, got {value!r}") from None
-
-
 def _sample_count(n, start, length: int) -> int:
     """Number of samples ``start … start+n−1`` of a dataset of ``length``; ValueError naming
     ``start`` or ``n`` when they fall outside it."""
-    start = _as_int(start, "start")
+    start = frontdoor.integer(start, "start")
     if not 0 <= start < length:
         raise ValueError(f"start must be in [0, {length - 1}] for this dataset of {length} samples, got {start}")
     if n is None:
         return length - start
-    n = _as_int(n, "n")
+    n = frontdoor.integer(n, "n")
     if not 1 <= n <= length - start:
         raise ValueError(f"n must be in [1, {length - start}] for start={start} and {length} samples, got {n}")
     return n
@@ -153,7 +152,7 @@ def _sample_count(n, start, length: int) -> int:
 
 def _image_size(image_size) -> int:
     """``image_size`` as a positive int, or ValueError naming it."""
-    size = _as_int(image_size, "image_size")
+    size = frontdoor.integer(image_size, "image_size")
     if size < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
     return size
@@ -186,7 +185,7 @@ def digits(n: int | None = None, start: int = 0, image_size: int = 28) -> ImageB
         0–9, num_classes 10.
 
     Raises:
-        ValueError: ``n``, ``start`` or ``image_size`` out of range or not an int.
+        ValueError: ``n``, ``start`` or ``image_size`` out of range; TypeError: not an int.
     """
     size = _image_size(image_size)
     pixels_8x8, labels = _digits_pixels_8x8()
@@ -235,10 +234,10 @@ def natural(n: int | None = None, start: int = 0, image_size: int = 32, seed: in
         in 0–4, num_classes 10.
 
     Raises:
-        ValueError: ``n``, ``start``, ``image_size`` or ``seed`` out of range or not an int.
+        ValueError: ``n``, ``start``, ``image_size`` or ``seed`` out of range; TypeError: not an int.
     """
     size = _image_size(image_size)
-    seed = _as_int(seed, "seed")
+    seed = frontdoor.integer(seed, "seed")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     count = _sample_count(n, start, NATURAL_LENGTH)

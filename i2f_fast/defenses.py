@@ -37,10 +37,12 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
+from torch.func import vmap
 
+from . import frontdoor
+from .flat import FlatLayout
 from .influence import InversionInfluence
-from .operators import LossFn, trainable_parameters
+from .operators import LossFn
 
 
 @dataclass
@@ -60,51 +62,38 @@ class DefenseResult:
 
 
 # ---------------------------------------------------------------------------------- plumbing
-def _as_flat(grads) -> tuple[torch.Tensor, list[torch.Size] | None]:
-    """``grads`` → (flat (P,), the shapes of the list it came as, or None for a flat tensor)."""
+def _as_flat(grads, layout: FlatLayout | None = None) -> tuple[torch.Tensor, FlatLayout | None]:
+    """``grads`` → (flat ``(P,)``, the layout of the list it came as, or None for a flat tensor).
+
+    Parsed by the front door: against ``layout`` (a model's parameters, shapes checked tensor by
+    tensor) when given, else against the shapes of the list itself.
+    """
     if isinstance(grads, (list, tuple)):
         if not grads or not all(isinstance(g, torch.Tensor) for g in grads):
             raise TypeError("grads must be a flat tensor (P,) or a non-empty list of parameter-shaped tensors")
-        flat = torch.cat([g.detach().reshape(-1) for g in grads])
-        shapes = [g.shape for g in grads]
-    elif isinstance(grads, torch.Tensor):
-        if grads.dim() != 1:
-            raise ValueError(f"grads must be flat (P,) or a list of tensors, got shape {tuple(grads.shape)}")
-        flat, shapes = grads.detach(), None
-    else:
-        raise TypeError("grads must be a flat tensor (P,) or a list of parameter-shaped tensors")
-    if not flat.is_floating_point():
-        raise TypeError(f"grads must be floating point, got {flat.dtype}")
-    if not torch.isfinite(flat).all():
-        raise ValueError("grads contains NaN or Inf")
-    return flat, shapes
+        layout = layout or FlatLayout([g.shape for g in grads])
+        return frontdoor.parameter_vectors(grads, layout, "grads").detach(), layout
+    if layout is None:
+        frontdoor.float_tensor(grads, "grads", dims=1)
+        layout = FlatLayout([grads.shape])
+    return frontdoor.parameter_vectors(grads, layout, "grads").detach(), None
 
 
-def _result(clean: torch.Tensor, defended: torch.Tensor, shapes) -> DefenseResult:
+def _result(clean: torch.Tensor, defended: torch.Tensor, layout: FlatLayout | None) -> DefenseResult:
+    frontdoor.finite_output(defended, "the defended gradient", "the defense's strength overflows the dtype")
     delta = defended - clean
     g_norm, d_norm, h_norm = clean.norm().item(), delta.norm().item(), defended.norm().item()
     cosine = (clean @ defended).item() / (g_norm * h_norm) if g_norm > 0 and h_norm > 0 else 0.0
     stats = dict(grad_norm=g_norm, delta_norm=d_norm, ratio=d_norm / g_norm if g_norm > 0 else math.inf, cosine=cosine)
-    if shapes is None:
-        out = defended
-    else:
-        out = [t.reshape(s) for t, s in zip(defended.split([math.prod(s) for s in shapes]), shapes)]
-    return DefenseResult(out, delta, stats)
+    return DefenseResult(defended if layout is None else layout.views(defended), delta, stats)
 
 
 def _noise(draw, generator, like: torch.Tensor) -> torch.Tensor:
     """``draw(like.shape)`` (``torch.rand`` / ``torch.randn``) on the generator's device, moved to ``like``'s."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     device = generator.device if generator is not None else like.device
     return draw(like.shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
-
-
-def _check_number(value, argument: str, *, positive: bool = False, at_most: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{argument} must be a finite number, got {value!r}")
-    if value < 0 or (positive and value == 0) or (at_most is not None and value > at_most):
-        bound = f" and <= {at_most:g}" if at_most is not None else ""
-        raise ValueError(f"{argument} must be {'> 0' if positive else '>= 0'}{bound}, got {value!r}")
-    return float(value)
 
 
 def _keep_largest(flat: torch.Tensor, keep: int) -> torch.Tensor:
@@ -124,23 +113,28 @@ def gaussian(grads, var: float, *, generator: torch.Generator | None = None) -> 
 
     Raises: ValueError for ``var < 0`` or a bad ``grads``.
     """
-    var = _check_number(var, "var")
-    clean, shapes = _as_flat(grads)
-    return _result(clean, clean + math.sqrt(var) * _noise(torch.randn, generator, clean), shapes)
+    var = frontdoor.number(var, "var", minimum=0)
+    clean, layout = _as_flat(grads)
+    return _result(clean, clean + math.sqrt(var) * _noise(torch.randn, generator, clean), layout)
 
 
 def laplace(grads, scale: float, *, generator: torch.Generator | None = None) -> DefenseResult:
     """Additive Laplace noise, i.i.d. with density ``exp(−|δ|/scale)/(2·scale)`` (variance 2·scale²).
 
-    Drawn by inverse CDF from ``u ~ U(−½, ½)``: ``δ = −scale·sign(u)·log(1 − 2|u|)``.
+    Drawn by inverse CDF from ``u ~ U[ε − 1, 1 − ε]`` (ε the dtype's machine epsilon, as
+    ``torch.distributions.Laplace``): ``δ = −scale·sign(u)·log(1 − |u|)``. The closed-off ends keep
+    ``log(1 − |u|)`` finite: from ``U[−1, 1)`` a draw of exactly −1 (probability 2⁻²⁴ per entry in
+    float32, so several per ResNet18 gradient) would give an infinite δ.
 
-    Raises: ValueError for ``scale < 0`` or a bad ``grads``.
+    Raises: ValueError for ``scale < 0`` or a bad ``grads``; FloatingPointError when ``scale`` is
+    so large that the defended gradient overflows.
     """
-    scale = _check_number(scale, "scale")
-    clean, shapes = _as_flat(grads)
-    u = _noise(torch.rand, generator, clean) - 0.5
-    noise = -scale * u.sign() * torch.log1p(-2 * u.abs())
-    return _result(clean, clean + noise, shapes)
+    scale = frontdoor.number(scale, "scale", minimum=0)
+    clean, layout = _as_flat(grads)
+    tiny = torch.finfo(clean.dtype).eps
+    u = (2 * _noise(torch.rand, generator, clean) - 1).clamp_(tiny - 1, 1 - tiny)
+    noise = -scale * u.sign() * torch.log1p(-u.abs())
+    return _result(clean, clean + noise, layout)
 
 
 def dp(
@@ -175,27 +169,31 @@ def dp(
         ValueError: bad ``clip_norm`` / ``noise_multiplier``, ``grads`` not of the model's size, or
         ``x`` / ``y`` without a matching batch dimension.
     """
-    clip_norm = _check_number(clip_norm, "clip_norm", positive=True)
-    noise_multiplier = _check_number(noise_multiplier, "noise_multiplier")
-    clean, shapes = _as_flat(grads)
-    named = trainable_parameters(model)
-    P = sum(p.numel() for _, p in named)
-    if clean.numel() != P:
-        raise ValueError(f"grads has {clean.numel()} entries, the model has {P} trainable parameters")
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.dim() < 2 or y.shape[:1] != x.shape[:1]:
-        raise ValueError("x must be a batch (N, ...) and y must have N entries along dim 0")
+    clip_norm = frontdoor.number(clip_norm, "clip_norm", positive=True)
+    noise_multiplier = frontdoor.number(noise_multiplier, "noise_multiplier", minimum=0)
+    named = frontdoor.model_parameters(model)
+    clean, layout = _as_flat(grads, frontdoor.layout_of(named))
+    frontdoor.float_tensor(x, "x", min_dims=2, like=named[0][1])
+    frontdoor.require_functional(model, "dp (per-sample clipping)")
+    if loss_fn is None:
+        y = frontdoor.labels(y, "y", x.shape[0], frontdoor.output_classes(model, x, "x"))
+    elif not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable or None, got {type(loss_fn).__name__}")
+    elif not isinstance(y, torch.Tensor) or y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"y must be a tensor with N={x.shape[0]} entries along dim 0")
     params = {n: p.detach() for n, p in named}
+    param_layout = frontdoor.layout_of(named)
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
 
     def sample_grad(x_n, y_n):
-        g = grad(lambda p: loss_fn(functional_call(model, p, (x_n.unsqueeze(0),)), y_n.unsqueeze(0)))(params)
-        return torch.cat([g[n].reshape(-1) for n in params])
+        g = frontdoor.parameter_gradient(model, loss_fn, params, x_n.unsqueeze(0), y_n.unsqueeze(0))
+        return param_layout.flatten([g[n] for n in params])
 
     per_sample = vmap(sample_grad)(x.detach(), y)  # (N, P)
     factor = (clip_norm / (per_sample.norm(dim=1) + 1e-6)).clamp(max=1.0)
     total = (per_sample * factor.unsqueeze(1)).sum(dim=0).to(clean.dtype)
     noisy = total + noise_multiplier * clip_norm * _noise(torch.randn, generator, total)
-    return _result(clean, noisy / x.shape[0], shapes)
+    return _result(clean, noisy / x.shape[0], layout)
 
 
 def prune(grads, ratio: float, *, generator: torch.Generator | None = None) -> DefenseResult:
@@ -206,9 +204,9 @@ def prune(grads, ratio: float, *, generator: torch.Generator | None = None) -> D
 
     Raises: ValueError unless ``0 <= ratio <= 1``.
     """
-    ratio = _check_number(ratio, "ratio", at_most=1.0)
-    clean, shapes = _as_flat(grads)
-    return _result(clean, _keep_largest(clean, clean.numel() - round(ratio * clean.numel())), shapes)
+    ratio = frontdoor.number(ratio, "ratio", minimum=0, maximum=1)
+    clean, layout = _as_flat(grads)
+    return _result(clean, _keep_largest(clean, clean.numel() - round(ratio * clean.numel())), layout)
 
 
 def topk(grads, ratio: float, *, generator: torch.Generator | None = None) -> DefenseResult:
@@ -216,9 +214,9 @@ def topk(grads, ratio: float, *, generator: torch.Generator | None = None) -> De
 
     ``topk(g, r)`` equals ``prune(g, 1 − r)``. Raises: ValueError unless ``0 <= ratio <= 1``.
     """
-    ratio = _check_number(ratio, "ratio", at_most=1.0)
-    clean, shapes = _as_flat(grads)
-    return _result(clean, _keep_largest(clean, round(ratio * clean.numel())), shapes)
+    ratio = frontdoor.number(ratio, "ratio", minimum=0, maximum=1)
+    clean, layout = _as_flat(grads)
+    return _result(clean, _keep_largest(clean, round(ratio * clean.numel())), layout)
 
 
 def quantize(grads, bits: int, *, generator: torch.Generator | None = None) -> DefenseResult:
@@ -229,24 +227,23 @@ def quantize(grads, bits: int, *, generator: torch.Generator | None = None) -> D
 
     Raises: ValueError unless ``bits`` is an int in [1, 32].
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
-        raise ValueError(f"bits must be an int in [1, 32], got {bits!r}")
-    clean, shapes = _as_flat(grads)
+    bits = frontdoor.integer(bits, "bits", minimum=1, maximum=32)
+    clean, layout = _as_flat(grads)
     m = clean.abs().max()
     if m == 0:
-        return _result(clean, clean.clone(), shapes)
+        return _result(clean, clean.clone(), layout)
     step = 2 * m / (2**bits - 1)
     levels = torch.floor((clean + m) / step + _noise(torch.rand, generator, clean)).clamp(0, 2**bits - 1)
-    return _result(clean, levels * step - m, shapes)
+    return _result(clean, levels * step - m, layout)
 
 
 def sign(grads, *, generator: torch.Generator | None = None) -> DefenseResult:
     """signSGD keeping the norm: ``ĝ = sign(g) · ‖g‖ / √(#nonzero)`` (so ``‖ĝ‖ = ‖g‖``; zeros stay 0)."""
-    clean, shapes = _as_flat(grads)
+    clean, layout = _as_flat(grads)
     signs = clean.sign()
     nonzero = signs.abs().sum()
     scale = clean.norm() / nonzero.sqrt() if nonzero > 0 else clean.new_zeros(())
-    return _result(clean, signs * scale, shapes)
+    return _result(clean, signs * scale, layout)
 
 
 def eigen_direction(
@@ -278,16 +275,16 @@ def eigen_direction(
     Raises:
         ValueError: ``index < 0``, ``scale < 0``, or ``grads`` not matching the model's size.
     """
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise ValueError(f"index must be an int >= 0, got {index!r}")
-    scale = _check_number(scale, "scale")
-    clean, shapes = _as_flat(grads)
+    index = frontdoor.integer(index, "index", minimum=0)
+    scale = frontdoor.number(scale, "scale", minimum=0)
+    if influence is not None and not isinstance(influence, InversionInfluence):
+        raise TypeError(f"influence must be an InversionInfluence or None, got {type(influence).__name__}")
     inf = influence if influence is not None else InversionInfluence(model, x, y, generator=generator)
-    P = inf.jacobian.num_params
-    if clean.numel() != P:
-        raise ValueError(f"grads has {clean.numel()} entries, the model has {P} trainable parameters")
+    if inf.per_sample:
+        raise ValueError("influence must be a whole-batch InversionInfluence (per_sample=False)")
+    clean, layout = _as_flat(grads, inf.jacobian.layout)
     direction = inf.top_eigenpairs(index + 1).param_directions[index].to(clean.dtype)
-    return _result(clean, clean + scale * direction, shapes)
+    return _result(clean, clean + scale * direction, layout)
 
 
 Defense = Callable[..., DefenseResult]
@@ -304,19 +301,19 @@ def compose(grads, *steps: Defense, generator: torch.Generator | None = None) ->
     """
     if not steps:
         raise ValueError("compose needs at least one defense step")
-    clean, shapes = _as_flat(grads)
+    clean, layout = _as_flat(grads)
     current = clean
     for i, step in enumerate(steps):
         if not callable(step):
             raise TypeError(f"steps[{i}] must be callable, got {type(step).__name__}")
         current = step(current, generator=generator).grads
-    return _result(clean, current, shapes)
+    return _result(clean, current, layout)
 
 
 def none(grads, *, generator: torch.Generator | None = None) -> DefenseResult:
     """No defense: ``δ = 0`` (a baseline for comparisons)."""
-    clean, shapes = _as_flat(grads)
-    return _result(clean, clean.clone(), shapes)
+    clean, layout = _as_flat(grads)
+    return _result(clean, clean.clone(), layout)
 
 
 @dataclass(frozen=True)
@@ -370,13 +367,13 @@ def apply_defense(
         ValueError: unknown ``name`` (listing the known ones), a missing strength, or a defense
         that needs ``model``, ``x``, ``y`` called without them.
     """
-    if name not in DEFENSES:
-        raise ValueError(f"defense must be one of {sorted(DEFENSES)}, got {name!r}")
+    frontdoor.choice(name, "defense", sorted(DEFENSES))
     spec = DEFENSES[name]
     kwargs = dict(options, generator=generator)
     if spec.strength is not None:
         if strength is None:
             raise ValueError(f"defense {name!r} needs a strength ({spec.strength})")
+        strength = frontdoor.number(strength, "strength")
         kwargs[spec.strength] = round(strength) if name == "quantize" else strength
     if spec.needs_batch:
         if model is None or x is None or y is None:

@@ -1,11 +1,12 @@
-"""Flat parameter buffers: a model's parameters (or gradients, or any parameter-shaped vectors) as
-views into one contiguous ``(*batch, P)`` buffer.
+"""Flat parameter buffers: a model's gradients (or any parameter-shaped vectors) as views into one
+contiguous ``(*batch, P)`` buffer.
 
 A reduction over "all layers" (the global cosine of a gradient-inversion attack, a norm, a dot
 product) is then one kernel over the buffer instead of one per parameter tensor, and writing a
 list of per-layer tensors into the buffer is one ``torch.cat(..., out=buffer)`` with no new
-allocation. Layout: parameters in ``model.parameters()`` order (trainable ones only when built
-from a model), each flattened row-major, back to back; ``offsets[i]`` is where tensor ``i`` starts.
+allocation. Layout: parameters in ``model.parameters()`` order (the trainable ones, as
+:func:`i2f_fast.frontdoor.layout_of` builds it), each flattened row-major, back to back;
+``offsets[i]`` is where tensor ``i`` starts.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn as nn
 
 
 class FlatLayout:
@@ -36,11 +36,6 @@ class FlatLayout:
         for size in self.sizes[:-1]:
             self.offsets.append(self.offsets[-1] + size)
         self.numel = sum(self.sizes)
-
-    @classmethod
-    def of_model(cls, model: nn.Module) -> "FlatLayout":
-        """The layout of ``model``'s trainable parameters (``requires_grad``), in ``parameters()`` order."""
-        return cls([p.shape for p in model.parameters() if p.requires_grad])
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -92,38 +87,3 @@ class FlatLayout:
         if values.shape != (len(self.shapes),):
             raise ValueError(f"values must have shape ({len(self.shapes)},), got {tuple(values.shape)}")
         return values.repeat_interleave(torch.tensor(self.sizes, device=values.device), output_size=self.numel)
-
-
-class FlatParameters:
-    """A model's trainable parameters and their gradients as views into two flat buffers.
-
-    ``data`` ``(P,)`` holds the parameter values and every trainable parameter is rebound to its
-    view of it (``param.data = view``); ``grad`` ``(P,)`` holds the gradients and every
-    ``param.grad`` is its view, so ``loss.backward()`` accumulates straight into ``grad`` and a
-    norm, dot product or clipping over all layers is one op on the buffer.
-
-    Args:
-        model: the module; its trainable parameters must share one dtype and device.
-
-    Raises:
-        ValueError: no trainable parameters, or mixed dtypes / devices.
-    """
-
-    def __init__(self, model: nn.Module):
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("model has no trainable parameters (none with requires_grad=True)")
-        if len({(p.dtype, p.device) for p in params}) != 1:
-            raise ValueError("model: the trainable parameters must share one dtype and device for a flat buffer")
-        self.layout = FlatLayout([p.shape for p in params])
-        self.params = params
-        with torch.no_grad():
-            self.data = self.layout.flatten([p.detach() for p in params])
-        self.grad = torch.zeros_like(self.data)
-        for p, value, g in zip(params, self.layout.views(self.data), self.layout.views(self.grad)):
-            p.data = value
-            p.grad = g
-
-    def zero_grad(self) -> None:
-        """Zero every gradient with one op (the views stay bound)."""
-        self.grad.zero_()

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from . import frontdoor
 from .linearised_attack import OBJECTIVES, LinearisedAttack
 from .operators import DEFAULT_STRATEGY, InversionJacobian, LossFn
 from .solvers import (
@@ -157,16 +158,8 @@ class ExpectedI2F:
     eps: torch.Tensor
 
 
-def _check_number(value, argument: str, *, positive: bool = False) -> float:
-    """``value`` as a finite float ``>= 0`` (``> 0`` with ``positive``), else ValueError naming it."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise ValueError(f"{argument} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
-
-
 def _check_eps(eps):
-    _check_number(eps, "eps")
+    frontdoor.number(eps, "eps", minimum=0)
 
 
 def _damping_arguments(eps, eps_rel) -> tuple[float | None, float | None]:
@@ -174,9 +167,8 @@ def _damping_arguments(eps, eps_rel) -> tuple[float | None, float | None]:
     if eps is not None and eps_rel is not None:
         raise ValueError("eps and eps_rel are exclusive: give the damping either absolutely or relative to λ_max")
     if eps is not None:
-        _check_eps(eps)
-        return float(eps), None
-    return None, DEFAULT_EPS_REL if eps_rel is None else _check_number(eps_rel, "eps_rel", positive=True)
+        return frontdoor.number(eps, "eps", minimum=0), None
+    return None, DEFAULT_EPS_REL if eps_rel is None else frontdoor.number(eps_rel, "eps_rel", positive=True)
 
 
 class InversionInfluence:
@@ -202,6 +194,8 @@ class InversionInfluence:
         onednn: bool | None = None,
         generator: torch.Generator | None = None,
     ):
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.jacobian = InversionJacobian(
             model, x, y, loss_fn, per_sample=per_sample, strategy=strategy, onednn=onednn
         )
@@ -242,22 +236,11 @@ class InversionInfluence:
     def _as_delta(self, delta) -> tuple[torch.Tensor, bool]:
         """Normalise ``delta`` to a flat ``(K, *prefix, P)`` tensor; returns it and whether K was given."""
         op = self.jacobian
-        if isinstance(delta, (list, tuple)):
-            delta = op.flatten([torch.as_tensor(t) for t in delta])
-        if not isinstance(delta, torch.Tensor):
-            raise TypeError("delta must be a tensor (P,), (K, P) or a list of parameter-shaped tensors")
         P = op.num_params
-        if delta.shape[-1:] != (P,):
-            raise ValueError(f"delta must end in the parameter dimension P={P}, got shape {tuple(delta.shape)}")
-        if not torch.isfinite(delta).all():
-            raise ValueError("delta contains NaN or Inf")
+        delta = frontdoor.parameter_vectors(delta, op.layout, "delta", batch=2 if self.per_sample else 1)
         delta = delta.to(dtype=self._dtype, device=self._device)
         if not self.per_sample:
-            if delta.dim() == 1:
-                return delta.unsqueeze(0), False
-            if delta.dim() == 2:
-                return delta, True
-            raise ValueError(f"delta must have shape (P,) or (K, P) with P={P}, got {tuple(delta.shape)}")
+            return (delta.unsqueeze(0), False) if delta.dim() == 1 else (delta, True)
         N = op.num_samples
         if delta.dim() == 1:
             return delta.expand(1, N, P), False
@@ -275,22 +258,8 @@ class InversionInfluence:
 
     # ------------------------------------------------------------------- systems and spectra
     def _element_weights(self, layer_weights, dtype) -> torch.Tensor | None:
-        """Per-layer weights (one per trainable parameter tensor, >= 0, not all 0) → ``(P,)``."""
-        if layer_weights is None:
-            return None
-        shapes = self.jacobian.param_shapes
-        try:
-            values = torch.as_tensor(layer_weights, dtype=torch.float64).reshape(-1)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ValueError(f"layer_weights must be a sequence of {len(shapes)} numbers, got {layer_weights!r}") from err
-        if values.numel() != len(shapes):
-            raise ValueError(
-                f"layer_weights must hold one weight per trainable parameter tensor ({len(shapes)}), got {values.numel()}"
-            )
-        if not torch.isfinite(values).all() or (values < 0).any() or not (values > 0).any():
-            raise ValueError(f"layer_weights must be finite, >= 0 and not all 0, got {values.tolist()}")
-        sizes = torch.tensor([math.prod(s) for s in shapes])
-        return values.repeat_interleave(sizes).to(dtype=dtype, device=self._device)
+        """Per-layer weights (as ``invert``'s) → ``(P,)`` element weights, or None."""
+        return frontdoor.element_weights(layer_weights, None, self.jacobian.param_shapes, dtype, self._device)
 
     def _float64_jacobian(self) -> InversionJacobian:
         """The operator in float64 (a copy of the model; the caller's is untouched) for the spectral route."""
@@ -309,8 +278,10 @@ class InversionInfluence:
         """Cache key of a system: the objective and the per-layer weights, checked."""
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        weights = self._element_weights(layer_weights, torch.float64)
-        return objective, None if weights is None else tuple(torch.as_tensor(layer_weights, dtype=torch.float64).reshape(-1).tolist())
+        if self._element_weights(layer_weights, torch.float64) is None:  # checks them
+            return objective, None
+        values = layer_weights.tolist() if isinstance(layer_weights, torch.Tensor) else layer_weights
+        return objective, tuple(float(w) for w in values)
 
     def _system(self, objective: str, layer_weights, float64: bool = False) -> tuple[LinearisedAttack, tuple]:
         """The linearised attack system (cached) and its cache key."""
@@ -423,6 +394,10 @@ class InversionInfluence:
             RuntimeWarning when some systems did not converge.
         """
         eps, eps_rel = _damping_arguments(eps, eps_rel)
+        if tol is not None:
+            frontdoor.number(tol, "tol", positive=True)
+        if max_iter is not None:
+            frontdoor.integer(max_iter, "max_iter", minimum=1)
         d, batched = self._as_delta(delta)
         method = self._choose_method(method, eps_rel, self._system_key(objective, layer_weights), solves=d.shape[0])
         system, key = self._system(objective, layer_weights, float64=method == "spectral")
@@ -550,6 +525,7 @@ class InversionInfluence:
 
     def top_eigenpairs(self, k: int) -> EigenPairs:
         """Top-``k`` eigenpairs of ``JᵀJ`` and the matching unit parameter-space directions."""
+        k = frontdoor.integer(k, "k", minimum=1, maximum=self.row_dim)
         res = self._eigen(k, "lanczos")
         op = self.jacobian
         vecs = res.eigenvectors  # (n, k, D_row)
@@ -596,7 +572,7 @@ class InversionInfluence:
             ValueError for bad arguments, and for ``eps = 0`` with Hutchinson (``AᵀA`` is singular
             when ``P < D``).
         """
-        sigma = _check_number(sigma, "sigma")
+        sigma = frontdoor.number(sigma, "sigma", minimum=0)
         eps, eps_rel = _damping_arguments(eps, eps_rel)
         if method not in ("auto", "spectral", "hutchinson"):
             raise ValueError(f"method must be 'auto', 'spectral' or 'hutchinson', got {method!r}")
@@ -625,8 +601,7 @@ class InversionInfluence:
             )
         if eps == 0:
             raise ValueError("eps must be > 0 for the Hutchinson estimate (AᵀA is singular when P < D)")
-        if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 2:
-            raise ValueError(f"num_probes must be an int >= 2, got {num_probes!r}")
+        num_probes = frontdoor.integer(num_probes, "num_probes", minimum=2)
         system, key = self._system(objective, layer_weights)
         damping = self._damping(eps, eps_rel, system, key, "cg")
         z = random_on(self.generator, self._device, torch.randint, 0, 2, (num_probes * n, *self._row_shape))

@@ -24,6 +24,9 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from torch.func import functional_call
+
+from . import frontdoor
 
 REDUCTIONS = ("none", "mean")
 
@@ -33,9 +36,10 @@ class LPIPSUnavailableError(RuntimeError):
 
 
 def _check_pair(reconstruction, original) -> None:
+    """Both images: finite float32/float64 ``(N, C, H, W)`` tensors of one shape (a NaN or inf
+    pixel is refused: it would make the metric NaN or inf without saying why)."""
     for name, t in (("reconstruction", reconstruction), ("original", original)):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() != 4:
-            raise ValueError(f"{name} must be a floating-point (N, C, H, W) tensor")
+        frontdoor.float_tensor(t, name, dims=4)
     if reconstruction.shape != original.shape:
         raise ValueError(
             f"reconstruction has shape {tuple(reconstruction.shape)}, original {tuple(original.shape)}: they must match"
@@ -43,8 +47,7 @@ def _check_pair(reconstruction, original) -> None:
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    frontdoor.choice(reduction, "reduction", REDUCTIONS)
     return values if reduction == "none" else values.mean()
 
 
@@ -52,14 +55,18 @@ def to_pixels(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float
     """``(N, C, H, W)`` normalised → pixels ``x·std + mean`` clamped to [0, 1] (``mean = std = None``:
     ``x`` already holds pixels and is only clamped).
 
-    Raises: ValueError when only one of mean/std is given or their length is not C.
+    Raises: ValueError when only one of mean/std is given or their length is not C; TypeError /
+    ValueError when ``x`` is not a float32/float64 ``(N, C, H, W)`` tensor.
     """
+    frontdoor.float_tensor(x, "x", dims=4, finite=False)  # drawing a diverged reconstruction is allowed
     if (mean is None) != (std is None):
         raise ValueError("pass both mean and std (the dataset's normalisation) or neither")
     if mean is not None:
         C = x.shape[1]
-        if len(mean) != C or len(std) != C:
+        if not all(isinstance(v, (list, tuple)) and len(v) == C for v in (mean, std)):
             raise ValueError(f"mean and std must have {C} entries (one per channel), got {mean} and {std}")
+        mean = [frontdoor.number(v, f"mean[{c}]") for c, v in enumerate(mean)]
+        std = [frontdoor.number(v, f"std[{c}]", positive=True) for c, v in enumerate(std)]
         m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, C, 1, 1)
         s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, C, 1, 1)
         x = x * s + m
@@ -110,6 +117,7 @@ def ssim(reconstruction, original, mean=None, std=None, reduction: str = "none",
 
     _check_pair(reconstruction, original)
     H, W = original.shape[-2:]
+    win_size = frontdoor.integer(win_size, "win_size", minimum=1)
     if win_size % 2 != 1 or win_size > min(H, W):
         raise ValueError(f"win_size must be odd and <= min(H, W) = {min(H, W)}, got {win_size}")
     a, b = to_pixels(reconstruction, mean, std), to_pixels(original, mean, std)
@@ -123,8 +131,11 @@ def feature_mse(model: nn.Module, reconstruction, original, reduction: str = "no
     Inputs are in the model's (normalised) space; no gradient is recorded.
     """
     _check_pair(reconstruction, original)
+    frontdoor.model_parameters(model)
+    frontdoor.output_classes(model, original, "original")
+    buffers = frontdoor.private_buffers(model)  # a training-mode BatchNorm must not update the caller's statistics
     with torch.no_grad():
-        diff = model(reconstruction) - model(original)
+        diff = functional_call(model, buffers, (reconstruction,)) - functional_call(model, buffers, (original,))
     return _reduce(diff.square().flatten(1).mean(dim=1), reduction)
 
 
@@ -145,8 +156,7 @@ def lpips(reconstruction, original, mean=None, std=None, net: str = "alex", redu
             weights cannot be loaded (this machine cannot download them).
         ValueError: unknown ``net``, or images that are not 1- or 3-channel.
     """
-    if net not in ("alex", "vgg", "squeeze"):
-        raise ValueError(f"net must be 'alex', 'vgg' or 'squeeze', got {net!r}")
+    frontdoor.choice(net, "net", ("alex", "vgg", "squeeze"))
     _check_pair(reconstruction, original)
     if original.shape[1] not in (1, 3):
         raise ValueError(f"lpips needs 1- or 3-channel images, got {original.shape[1]} channels")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._checks import positive_int
+from .frontdoor import integer, positive_int
 
 INIT_SCHEMES = ("uniform", "normal", "kaiming", "xavier", "default")
 """Names accepted by :func:`initialize` (and by the ``init`` argument of every constructor)."""
@@ -91,8 +91,13 @@ def initialize(model: nn.Module, scheme: str, generator: torch.Generator | None 
         ``model`` itself.
 
     Raises:
-        ValueError: ``scheme`` is not one of :data:`INIT_SCHEMES`.
+        ValueError: ``scheme`` is not one of :data:`INIT_SCHEMES`; TypeError: ``model`` is not a
+        module or ``generator`` not a ``torch.Generator``.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     _check_choice(scheme, INIT_SCHEMES, "scheme")
     if scheme == "default":
         return model
@@ -339,9 +344,11 @@ def build_model(
         The model on the CPU, float32, in ``eval()`` mode, mapping (N, C, H, W) → (N, num_classes).
 
     Raises:
-        ValueError: unknown ``name`` or ``init``, or ``input_shape`` is not three positive ints.
+        ValueError: unknown ``name`` or ``init``, or ``input_shape`` is not three positive ints;
+        TypeError: ``seed`` is not an int.
     """
     _check_choice(name, MODELS, "name")
+    seed = integer(seed, "seed")
     shape = _as_shape(input_shape, "input_shape", length=3)
     constructor = MODELS[name]
     kwargs = _shape_kwargs(constructor, shape)

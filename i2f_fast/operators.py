@@ -34,9 +34,9 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call, grad, grad_and_value, vjp, vmap
+from torch.func import grad, grad_and_value, vjp, vmap
 
-from . import conv_kernels
+from . import conv_kernels, frontdoor
 from .engine import EngineUnsupported, StructuredJacobian
 from .flat import FlatLayout
 
@@ -68,11 +68,6 @@ STRATEGIES = ("auto", "engine", "double_backward", "func")
 DEFAULT_STRATEGY = "auto"
 
 
-def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """``(name, parameter)`` pairs with ``requires_grad``, in ``model.parameters()`` order."""
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-
 def flatten_tensors(tensors: Sequence[torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
     """Concatenate parameter-shaped tensors into one flat vector per batch entry (one
     :class:`~i2f_fast.flat.FlatLayout` buffer).
@@ -92,47 +87,22 @@ def unflatten_tensors(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> list[
     return FlatLayout(shapes).views(flat)
 
 
-def _check_inputs(model, x, y, loss_fn, per_sample):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError("x must be a floating-point tensor")
-    if x.dim() < 2:
-        raise ValueError(f"x must have a batch dimension: shape (N, ...), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or Inf")
-    if not isinstance(y, torch.Tensor) or y.shape[:1] != x.shape[:1]:
+def _check_inputs(model, x, y, loss_fn, per_sample) -> tuple[list, torch.Tensor]:
+    """The front-door checks of :class:`InversionJacobian`'s arguments; returns the trainable
+    ``(name, parameter)`` pairs and ``y`` (int64 labels ``(N,)`` for the default cross-entropy)."""
+    named = frontdoor.model_parameters(model)
+    first = named[0][1]
+    frontdoor.float_tensor(x, "x", min_dims=2, like=first)
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable loss_fn(output, y) -> scalar or None, got {type(loss_fn).__name__}")
+    if frontdoor.boolean(per_sample, "per_sample"):
+        frontdoor.require_functional(model, "per_sample=True (each sample its own Jacobian)")
+    classes = frontdoor.output_classes(model, x, "x")
+    if loss_fn is None:
+        y = frontdoor.labels(y, "y", x.shape[0], classes).to(x.device)
+    elif not isinstance(y, torch.Tensor) or y.shape[:1] != x.shape[:1]:
         raise ValueError(f"y must be a tensor with N={x.shape[0]} entries along dim 0")
-    if loss_fn is None and (y.dtype != torch.int64 or y.dim() != 1):
-        raise TypeError("y must be an int64 tensor of class labels, shape (N,), for the cross-entropy loss")
-    if per_sample:
-        for name, m in model.named_modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-                raise ValueError(
-                    f"per_sample=True with BatchNorm layer '{name}' in training mode: batch statistics "
-                    "couple the samples; call model.eval() first"
-                )
-            if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
-                raise ValueError(
-                    f"per_sample=True with Dropout layer '{name}' in training mode: each sample would need "
-                    "its own random mask; call model.eval() first"
-                )
-
-
-def _stateful_in_training(model: nn.Module) -> str | None:
-    """Name of a module whose training-mode forward mutates state or draws randomness, if any.
-
-    Such a forward cannot run under ``torch.func`` transforms (BatchNorm updates its running
-    statistics in place, Dropout draws a mask per call), so batched products loop over tangents.
-    """
-    for name, m in model.named_modules():
-        if not m.training:
-            continue
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            return name
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
-            return name
-    return None
+    return named, y
 
 
 class InversionJacobian:
@@ -142,7 +112,8 @@ class InversionJacobian:
         model: used as given (train/eval mode is the caller's choice); the parameters are those
             with ``requires_grad``, in ``model.parameters()`` order.
         x: ``(N, ...)`` input batch (e.g. NCHW images), same dtype as the parameters.
-        y: ``(N,)`` int64 labels (or whatever ``loss_fn`` expects).
+        y: ``(N,)`` integer class labels (converted to int64; a float label is refused), or whatever
+            ``loss_fn`` expects.
         loss_fn: ``loss_fn(output, y) -> scalar``; default cross-entropy, mean over the batch.
         per_sample: treat each sample as its own batch of one (its own ``J_n``).
         strategy: ``"auto"``, ``"engine"``, ``"double_backward"`` or ``"func"`` (see the module docstring).
@@ -177,28 +148,22 @@ class InversionJacobian:
         strategy: str = DEFAULT_STRATEGY,
         onednn: bool | None = None,
     ):
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        _check_inputs(model, x, y, loss_fn, per_sample)
-        named = trainable_parameters(model)
-        if not named:
-            raise ValueError("model has no trainable parameters (none with requires_grad=True)")
-        dtype = named[0][1].dtype
-        if x.dtype != dtype:
-            raise TypeError(f"x is {x.dtype} but the model's parameters are {dtype}; convert one of them")
+        frontdoor.choice(strategy, "strategy", STRATEGIES)
+        frontdoor.boolean(onednn, "onednn", optional=True)
+        named, y = _check_inputs(model, x, y, loss_fn, per_sample)
         self.model = model
         self.loss_fn = F.cross_entropy if loss_fn is None else loss_fn
         self.per_sample = per_sample
         self.strategy = strategy
         self.input_shape = tuple(x.shape)
         self.param_names = [n for n, _ in named]
-        self.param_shapes = [p.shape for _, p in named]
-        self.num_params = sum(p.numel() for _, p in named)
+        self.layout = frontdoor.layout_of(named)
+        self.param_shapes = self.layout.shapes
+        self.num_params = self.layout.numel
         self._params = {n: p.detach() for n, p in named}
         self._x = x.detach()
         self._y = y
-        self._check_labels()
-        stateful = _stateful_in_training(model)
+        stateful = frontdoor.training_module(model, stateful_only=True)
         if stateful is not None and strategy == "func":
             raise ValueError(
                 f"strategy='func' needs a functional forward, but module '{stateful}' is in training mode "
@@ -248,27 +213,12 @@ class InversionJacobian:
     def num_samples(self) -> int:
         return self.input_shape[0]
 
-    def _check_labels(self):
-        if self.loss_fn is not F.cross_entropy:
-            return
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()  # shape probe only: no BatchNorm statistics update, batch of one allowed
-        try:
-            with torch.no_grad():
-                classes = self.model(self._x[:1]).shape[-1]
-        finally:
-            for module, training in modes:
-                module.training = training
-        if (self._y < 0).any() or (self._y >= classes).any():
-            raise ValueError(f"y contains labels outside [0, {classes}) for a model with {classes} outputs")
-
     def _sample_loss(self, params, x_n, y_n):
         """Loss of one sample (per-sample mode): ``x_n`` is ``x.shape[1:]``."""
-        out = functional_call(self.model, params, (x_n.unsqueeze(0),))
-        return self.loss_fn(out, y_n.unsqueeze(0))
+        return frontdoor.sample_loss(self.model, self.loss_fn, params, x_n, y_n)
 
     def _batch_loss(self, params, x):
-        return self.loss_fn(functional_call(self.model, params, (x,)), self._y)
+        return frontdoor.functional_loss(self.model, self.loss_fn, params, x, self._y)
 
     def _replicated_loss(self, params, x, copies: int | None):
         """Sum of the losses of independent copies of the problem (one per tangent / sample).
@@ -282,8 +232,8 @@ class InversionJacobian:
             if copies is None:
                 return per_copy(params, x, self._y).sum()
             return vmap(per_copy, in_dims=(0, 0, None))(params, x, self._y).sum()
-        if copies is None:
-            return self.loss_fn(self.model(x), self._y)
+        if copies is None:  # the module's own parameters; a training-mode BatchNorm updates copies of its statistics
+            return frontdoor.functional_loss(self.model, self.loss_fn, frontdoor.private_buffers(self.model), x, self._y)
         return vmap(self._batch_loss)(params, x).sum()
 
     def _graph(self, copies: int | None) -> _Graph:
@@ -305,7 +255,7 @@ class InversionJacobian:
             params = list(leaves.values())
         else:
             leaves = None
-            params = [p for _, p in trainable_parameters(self.model)]
+            params = [p for p in self.model.parameters() if p.requires_grad]
         loss = self._replicated_loss(leaves, x, copies)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss at x is not finite ({loss.item()})")
@@ -390,39 +340,26 @@ class InversionJacobian:
         return conv_kernels.kernels(self.onednn or batched)
 
     # ------------------------------------------------------------------------------- checking
-    def _tangent_batch(self, v: torch.Tensor, name: str) -> bool:
-        """True when ``v`` carries a leading k; validates the shape otherwise."""
-        if not isinstance(v, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor")
+    def _tangent_batch(self, v, name: str) -> bool:
+        """True when ``v`` carries a leading k ≥ 1; validates the kind and shape of ``v`` (not its
+        values: products run inside solver loops, which must not read the device)."""
+        frontdoor.float_tensor(v, name, finite=False)
         if tuple(v.shape) == self.input_shape:
             return False
-        if tuple(v.shape[1:]) == self.input_shape:
+        if tuple(v.shape[1:]) == self.input_shape and v.shape[0] >= 1:
             return True
-        raise ValueError(f"{name} must have shape {self.input_shape} or (k, *{self.input_shape}), got {tuple(v.shape)}")
+        raise ValueError(
+            f"{name} must have shape {self.input_shape} or (k, *{self.input_shape}) with k >= 1, got {tuple(v.shape)}"
+        )
 
     def _param_batch(self, u) -> tuple[list[torch.Tensor], bool]:
-        """Parameter-space input → (list of param-shaped tensors with leading dims, batched?)."""
+        """Parameter-space input (flat or list, front door) → (param-shaped views with leading dims, batched?)."""
         prefix = (self.num_samples,) if self.per_sample else ()
-        if isinstance(u, (list, tuple)):
-            if len(u) != len(self.param_shapes):
-                raise ValueError(f"u has {len(u)} tensors, the model has {len(self.param_shapes)} trainable parameters")
-            first = tuple(u[0].shape)
-            batched = first != prefix + tuple(self.param_shapes[0])
-            lead = first[:1] if batched else ()
-            for i, (t, s) in enumerate(zip(u, self.param_shapes)):
-                if tuple(t.shape) != lead + prefix + tuple(s):
-                    raise ValueError(f"u[{i}] has shape {tuple(t.shape)}, expected {lead + prefix + tuple(s)}")
-            return list(u), batched
-        if not isinstance(u, torch.Tensor):
-            raise TypeError("u must be a flat tensor or a list of parameter-shaped tensors")
-        flat_shape = prefix + (self.num_params,)
-        if tuple(u.shape) == flat_shape:
-            batched = False
-        elif tuple(u.shape[1:]) == flat_shape:
-            batched = True
-        else:
-            raise ValueError(f"u must have shape {flat_shape} or (k, *{flat_shape}), got {tuple(u.shape)}")
-        return unflatten_tensors(u, self.param_shapes), batched
+        flat = frontdoor.parameter_vectors(u, self.layout, "u", lead=prefix, batch=1, finite=False)
+        batched = flat.dim() > len(prefix) + 1
+        if batched and flat.shape[0] == 0:
+            raise ValueError("u: k must be >= 1 (got an empty batch of vectors)")
+        return self.layout.views(flat), batched
 
     # ------------------------------------------------------------------------------- products
     def _engine_product(self, product, arg, batched: bool):
@@ -436,7 +373,7 @@ class InversionJacobian:
         return out if batched else each(out, lambda t: t.squeeze(0))
 
     def _jvp_list(self, v: torch.Tensor, batched: bool) -> list[torch.Tensor]:
-        v = v.to(self._x.dtype)
+        v = v.to(dtype=self._x.dtype, device=self._x.device)
         if self.engine is not None:
             return self._engine_product(self.engine.jvp, v, batched)
         if batched and (v.shape[0] == 1 or not self._functional):  # one tangent at a time
@@ -475,22 +412,23 @@ class InversionJacobian:
     def vjp(self, u) -> torch.Tensor:
         """``Jᵀ u``: parameter-space vector(s) ``u`` (flat or list) → input-shaped tensor(s)."""
         us, batched = self._param_batch(u)
-        us = [t.to(self._x.dtype) for t in us]
+        us = [t.to(dtype=self._x.dtype, device=self._x.device) for t in us]
         return self._vjp_tensor(us, batched)
 
     def gram(self, v: torch.Tensor) -> torch.Tensor:
         """``JᵀJ v``: input-shaped ``v`` (optionally with a leading k) → same shape."""
         batched = self._tangent_batch(v, "v")
         if self.engine is not None:
-            return self._engine_product(self.engine.gram, v.to(self._x.dtype), batched)
+            return self._engine_product(self.engine.gram, v.to(dtype=self._x.dtype, device=self._x.device), batched)
         return self._vjp_tensor(self._jvp_list(v, batched), batched)
 
     # ---------------------------------------------------------------------------- conversions
     def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Parameter-shaped list (optionally with leading dims) → flat ``(..., P)``."""
-        lead = tensors[0].dim() - len(self.param_shapes[0])
-        return flatten_tensors(list(tensors), lead)
+        """Parameter-shaped list (optionally with one leading batch dim, and ``N`` per sample) →
+        flat ``(..., P)``; every tensor's shape is checked against its parameter's."""
+        prefix = (self.num_samples,) if self.per_sample else ()
+        return frontdoor.parameter_vectors(list(tensors), self.layout, "tensors", lead=prefix, batch=1)
 
     def unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Flat ``(..., P)`` → list of parameter-shaped views with the same leading dims."""
-        return unflatten_tensors(flat, self.param_shapes)
+        return self.layout.views(flat)

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from . import cuda_graphs
+from . import cuda_graphs, frontdoor
 from .ops import cg_step
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
@@ -52,6 +52,11 @@ def default_check_every(device: torch.device) -> int:
     return 1 if torch.device(device).type == "cpu" else 10
 
 
+def _callable(fn, argument: str):
+    if not callable(fn):
+        raise TypeError(f"{argument} must be a callable (B, ...) -> (B, ...), got {type(fn).__name__}")
+
+
 def _check_solver_args(b, eps, tol, max_iter, check_every) -> torch.Tensor:
     """Validates the common arguments; returns the damping as a ``(B, 1)`` column, one per row."""
     if not isinstance(b, torch.Tensor) or b.dim() < 2:
@@ -63,14 +68,14 @@ def _check_solver_args(b, eps, tol, max_iter, check_every) -> torch.Tensor:
     if isinstance(eps, torch.Tensor):
         if eps.numel() not in (1, b.shape[0]) or not torch.isfinite(eps).all() or (eps < 0).any():
             raise ValueError(f"eps must hold finite numbers >= 0, one or one per row (B={b.shape[0]}), got {eps}")
-    elif isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0 or not math.isfinite(eps):
-        raise ValueError(f"eps must be a finite number >= 0 or a (B,) tensor of them, got {eps!r}")
-    if tol is not None and not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}")
-    if max_iter is not None and max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    if check_every is not None and check_every < 1:
-        raise ValueError(f"check_every must be >= 1, got {check_every}")
+    else:
+        frontdoor.number(eps, "eps", minimum=0)
+    if tol is not None:
+        frontdoor.number(tol, "tol", positive=True)
+    if max_iter is not None:
+        frontdoor.integer(max_iter, "max_iter", minimum=1)
+    if check_every is not None:
+        frontdoor.integer(check_every, "check_every", minimum=1)
     return torch.as_tensor(eps, dtype=b.dtype, device=b.device).reshape(-1, 1).expand(b.shape[0], 1)
 
 
@@ -111,6 +116,7 @@ def cg(
     Returns:
         :class:`CGResult`.
     """
+    _callable(matvec, "matvec")
     damping = _check_solver_args(b, eps, tol, max_iter, check_every)
     damped = bool((damping > 0).any())
     graphed = cuda_graphs.wanted(b.device, cuda_graph)
@@ -233,6 +239,8 @@ def cgls(
     Returns:
         :class:`CGResult` with ``x`` shaped ``(B, *in_shape)``.
     """
+    _callable(apply_A, "apply_A")
+    _callable(apply_AT, "apply_AT")
     damping = _check_solver_args(b, eps, tol, max_iter, check_every).reshape(-1)
     rows = b.shape[0]
     tol = default_tol(b.dtype) if tol is None else tol
@@ -344,7 +352,11 @@ def lanczos(
     Returns:
         :class:`EigenResult`.
     """
-    if k < 1 or k > dim:
+    _callable(matvec, "matvec")
+    dim = frontdoor.integer(dim, "dim", minimum=1)
+    k = frontdoor.integer(k, "k", minimum=1)
+    rows = frontdoor.integer(rows, "rows", minimum=1)
+    if k > dim:
         raise ValueError(f"k must be in [1, dim={dim}], got {k}")
     tol = default_tol(dtype) if tol is None else tol
     check_every = default_check_every(device) if check_every is None else check_every
@@ -416,8 +428,12 @@ def power_iteration(
     Returns:
         :class:`EigenResult` with ``k = 1``.
     """
-    tol = default_tol(dtype) if tol is None else tol
-    check_every = default_check_every(device) if check_every is None else check_every
+    _callable(matvec, "matvec")
+    dim = frontdoor.integer(dim, "dim", minimum=1)
+    rows = frontdoor.integer(rows, "rows", minimum=1)
+    num_iter = frontdoor.integer(num_iter, "num_iter", minimum=1)
+    tol = default_tol(dtype) if tol is None else frontdoor.number(tol, "tol", positive=True)
+    check_every = default_check_every(device) if check_every is None else frontdoor.integer(check_every, "check_every", minimum=1)
     tiny = torch.finfo(dtype).eps
     v = _start_vector(rows, dim, dtype, device, generator)
     w = matvec(v)
@@ -478,6 +494,8 @@ def lsqr(
         ``breakdown`` marks rows whose recurrences produced a non-finite number (their ``x`` is the
         last finite iterate).
     """
+    _callable(apply_A, "apply_A")
+    _callable(apply_AT, "apply_AT")
     eps_rows = _check_solver_args(b, eps, tol, max_iter, check_every).reshape(-1)
     rows = b.shape[0]
     tol = default_tol(b.dtype) if tol is None else tol
@@ -622,6 +640,9 @@ def dense_spectrum(
         MemoryError: before any work, when :func:`dense_spectrum_bytes` exceeds
             :func:`available_memory`; the message gives both numbers.
     """
+    _callable(matvec, "matvec")
+    dim, rows = frontdoor.integer(dim, "dim", minimum=1), frontdoor.integer(rows, "rows", minimum=1)
+    block = frontdoor.integer(block, "block", minimum=1)
     needed, free = dense_spectrum_bytes(dim, rows, dtype), available_memory(device)
     if needed > free:
         raise MemoryError(
@@ -629,8 +650,6 @@ def dense_spectrum(
             f"{dim} ({rows} × {dim}² × 3 × {torch.empty((), dtype=dtype).element_size()} bytes), but only "
             f"{free / 2**30:.2f} GiB are available on {torch.device(device)}; use method='lsqr'"
         )
-    if block < 1:
-        raise ValueError(f"block must be >= 1, got {block}")
     matrix = torch.empty(rows, dim, dim, dtype=dtype, device=device)
     for start in range(0, dim, block):
         m = min(block, dim - start)

@@ -1,18 +1,43 @@
-"""Tolerances, comparison helpers and an op counter shared by the tests (DESIGN.md §5), stated once.
+"""Tolerances, dtype lists, comparison helpers and an op counter shared by the tests (DESIGN.md §5),
+stated once.
 
 Float64 results are compared with the dense ``torch.func.jacrev`` reference at ``rtol=1e-9``;
 float32 results at ``rtol=1e-4`` (products) — Krylov solves are compared through their relative
-residual instead, which the solvers report.
+residual instead, which the solvers report. Kernels against their references use
+:data:`ELEMENTWISE`, whole attack loops :data:`LOOP`, identical computations :data:`EXACT`.
 """
 import contextlib
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+DTYPES = (torch.float32, torch.float64)
+"""The dtypes every kernel, product and solver is tested in."""
+
 TOLERANCES = {
     torch.float64: {"rtol": 1e-9, "atol": 1e-12},
     torch.float32: {"rtol": 1e-4, "atol": 1e-6},
 }
+"""Products and solutions against the dense float64 ``jacrev`` oracle (see :func:`assert_close`)."""
+
+ELEMENTWISE = {
+    torch.float64: {"rtol": 1e-12, "atol": 1e-12},
+    torch.float32: {"rtol": 2e-5, "atol": 1e-5},
+}
+"""A fused elementwise/reduction kernel against its reference in the same dtype (a few roundings)."""
+
+ANALYTIC = {"rtol": 1e-12, "atol": 1e-14}
+"""A float64 closed-form derivative against autograd's."""
+
+LOOP = {
+    torch.float64: {"rtol": 1e-8, "atol": 1e-10},
+    torch.float32: {"rtol": 1e-3, "atol": 1e-4},
+}
+"""Two implementations of a whole iterative loop (the attack): rounding differences compound."""
+
+EXACT = {"rtol": 0, "atol": 0}
+"""Bitwise-equal results: the same kernel on the same inputs (a replayed CUDA graph vs eager, the
+reference backend vs the reference function)."""
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, scale: float = 1.0):

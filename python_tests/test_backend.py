@@ -12,6 +12,7 @@ import torch
 import i2f_fast
 from i2f_fast import _loader, backend, cg, use_backend
 from i2f_fast.backend import BackendUnavailableError, requested_backend, resolve, unavailable_reason
+from i2f_fast.testing import DTYPES
 
 PACKAGE = Path(i2f_fast.__file__).parent
 
@@ -70,7 +71,7 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
     assert unavailable_reason("triton", torch.device("cpu")) is None
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_cg_solve_is_the_same_on_every_backend(device_backend, dtype):
     device, name = device_backend
     g = torch.Generator().manual_seed(0)

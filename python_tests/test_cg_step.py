@@ -6,6 +6,7 @@ import torch
 from i2f_fast import use_backend
 from i2f_fast.ops import cg_step
 from i2f_fast.reference import cg_step_ref
+from i2f_fast.testing import DTYPES, ELEMENTWISE, EXACT
 
 
 def oracle(x, r, p, Ap, rr, active):
@@ -45,10 +46,6 @@ def make_state(B, D, dtype, seed=0, device="cpu"):
     return tuple(t.to(device) for t in (x, r, p, Ap, rr, active))
 
 
-def tolerance(dtype):
-    return dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=1e-5)
-
-
 def run(backend, *state):
     with use_backend(backend):
         return cg_step(*state)
@@ -59,10 +56,10 @@ def assert_matches_oracle(state, got_state, out, dtype):
     rr_new, stepped = out
     torch.testing.assert_close(stepped.cpu(), estep)
     for got, want in zip((*got_state, rr_new), (ex, er, ep, err)):
-        torch.testing.assert_close(got.cpu().double(), want, **tolerance(dtype))
+        torch.testing.assert_close(got.cpu().double(), want, **ELEMENTWISE[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B", [1, 3, 17])
 @pytest.mark.parametrize("D", [1, 127, 4099])
 def test_matches_row_by_row_oracle(device_backend, dtype, B, D):
@@ -73,10 +70,10 @@ def test_matches_row_by_row_oracle(device_backend, dtype, B, D):
     assert_matches_oracle(state, (x, r, p), out, dtype)
     if B > 2:
         assert not out[1][2], "pAp = 0 must freeze the row"
-        torch.testing.assert_close(x[2], state[0][2], rtol=0, atol=0)
+        torch.testing.assert_close(x[2], state[0][2], **EXACT)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_row_that_converges_in_one_step(device_backend, dtype):
     """A = I and p = r: r' = 0 exactly. The closed-form r'·r' cancels to rounding noise here, so
     the compiled kernels must take β from the exact sum (their third pass)."""
@@ -88,7 +85,7 @@ def test_row_that_converges_in_one_step(device_backend, dtype):
     active = torch.ones(2, dtype=torch.bool, device=device)
     rr_new, stepped = run(backend, x, r, p, Ap, rr, active)
     assert bool(stepped.all())
-    torch.testing.assert_close(x, Ap, **tolerance(dtype))  # x = b after one step
+    torch.testing.assert_close(x, Ap, **ELEMENTWISE[dtype])  # x = b after one step
     assert float(rr_new.max()) <= 1e-10 * float(rr.min())
     assert bool(torch.isfinite(p).all())
     torch.testing.assert_close(p, r, rtol=0, atol=1e-10)  # β = r'·r'/r·r ≈ 0 gives p = r' (≈ 0)
@@ -102,7 +99,7 @@ def test_frozen_rows_untouched_even_with_nonfinite_values(device_backend):
     before = [t[1].clone() for t in (x, r, p)]
     rr_new, stepped = run(backend, x, r, p, Ap, rr, active)
     for got, want in zip((x[1], r[1], p[1]), before):
-        torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
+        torch.testing.assert_close(got, want, equal_nan=True, **EXACT)
     assert rr_new[1] == rr[1] and not stepped[1]
 
 
@@ -166,7 +163,7 @@ def test_native_results_do_not_depend_on_the_thread_count(tmp_path):
         subprocess.run([sys.executable, "-c", THREADED_RUN, str(threads), str(path)], check=True, timeout=300)
         outs.append(torch.load(path))
     for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(a, b, **EXACT)
 
 
 def test_opcheck(device_backend):
@@ -199,7 +196,7 @@ def test_reference_backend_runs_the_reference():
     out_a = run("reference", *a)
     out_b = cg_step_ref(*b)
     for u, v in zip((*a[:3], *out_a), (*b[:3], *out_b)):
-        torch.testing.assert_close(u, v, rtol=0, atol=0)
+        torch.testing.assert_close(u, v, **EXACT)
 
 
 @pytest.mark.parametrize(

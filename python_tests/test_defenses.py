@@ -163,7 +163,7 @@ def test_registry_and_bad_arguments(problem):
         quantize(grads, 0)
     with pytest.raises(ValueError, match="clip_norm"):
         dp(grads, model, x, y, clip_norm=0.0, noise_multiplier=1.0)
-    with pytest.raises(ValueError, match="grads has"):
+    with pytest.raises(ValueError, match="grads must have shape"):
         dp(grads[0].reshape(-1), model, x, y, clip_norm=1.0, noise_multiplier=1.0)
     with pytest.raises(ValueError, match="grads contains NaN"):
         gaussian(torch.tensor([float("nan")]), 1.0)

@@ -9,9 +9,8 @@ from i2f_fast import use_backend
 from i2f_fast.ops import ce_hvp, dual_act, gram_apply
 from i2f_fast.reference import ce_hvp_ref, dual_act_ref, gram_apply_ref
 from i2f_fast.reference.dual_act import ACTIVATIONS, activation_derivatives
-from i2f_fast.testing import assert_close
+from i2f_fast.testing import ANALYTIC, DTYPES, EXACT, assert_close
 
-DTYPES = [torch.float64, torch.float32]
 # (alpha, threshold) per activation: non-default values, so that a kernel ignoring them fails.
 PARAMS = {"leaky_relu": (0.07, 20.0), "elu": (1.3, 20.0), "softplus": (2.0, 5.0)}
 
@@ -66,8 +65,8 @@ def test_reference_derivatives_match_autograd(act):
     d1_ag = torch.vmap(torch.func.grad(lambda x: f(x, alpha, threshold)))(z)
     d2_ag = torch.vmap(torch.func.grad(torch.func.grad(lambda x: f(x, alpha, threshold))))(z)
     d1, d2 = activation_derivatives(z, act, alpha, threshold)
-    torch.testing.assert_close(d1, d1_ag, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(d2, d2_ag, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(d1, d1_ag, **ANALYTIC)
+    torch.testing.assert_close(d2, d2_ag, **ANALYTIC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +125,7 @@ def test_reference_ce_hvp_is_the_cross_entropy_hessian():
     u = torch.randn(3, 5, generator=g, dtype=torch.float64)
     loss = lambda zz: F.cross_entropy(zz, y, reduction="mean")  # noqa: E731
     hvp = torch.func.jvp(torch.func.grad(loss), (z,), (u,))[1]
-    torch.testing.assert_close(ce_hvp_ref(torch.softmax(z, -1), u, 1 / 3), hvp, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ce_hvp_ref(torch.softmax(z, -1), u, 1 / 3), hvp, **ANALYTIC)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -270,10 +269,10 @@ def test_opcheck_triton(device_backend, case):
 
 def test_reference_backend_runs_the_reference():
     case = small_cases("cpu")
-    torch.testing.assert_close(run("reference", dual_act, *case["dual_act"]), dual_act_ref(*case["dual_act"]), rtol=0, atol=0)
-    torch.testing.assert_close(run("reference", ce_hvp, *case["ce_hvp"]), ce_hvp_ref(*case["ce_hvp"]), rtol=0, atol=0)
+    torch.testing.assert_close(run("reference", dual_act, *case["dual_act"]), dual_act_ref(*case["dual_act"]), **EXACT)
+    torch.testing.assert_close(run("reference", ce_hvp, *case["ce_hvp"]), ce_hvp_ref(*case["ce_hvp"]), **EXACT)
     for x, y in zip(run("reference", gram_apply, *case["gram_apply"]), gram_apply_ref(*case["gram_apply"])):
-        torch.testing.assert_close(x, y, rtol=0, atol=0)
+        torch.testing.assert_close(x, y, **EXACT)
 
 
 # The C++ extension registers PyTorch's not-implemented autograd kernel; the pure-Python install a

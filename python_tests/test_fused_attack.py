@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from i2f_fast import cg, invert
 from i2f_fast.attack import _Objective
 from i2f_fast.data import digits
-from i2f_fast.flat import FlatLayout, FlatParameters
+from i2f_fast.flat import FlatLayout
 from i2f_fast.models import lenet
-from i2f_fast.testing import OpCounter
+from i2f_fast.testing import EXACT, LOOP, OpCounter
 
 SIZE = 16
 
@@ -21,7 +21,6 @@ SIZE = 16
 # tolerances (float64: kernels differ by rounding only; float32: rounding of the fused kernels'
 # double accumulation vs the reference's float32 sums, grown over the iterations).
 ITERATIONS = 20
-LOOP_TOLERANCE = {torch.float64: dict(rtol=1e-8, atol=1e-10), torch.float32: dict(rtol=1e-3, atol=1e-4)}
 
 # Ops per attack iteration outside the model's forward/backward (OpCounter, views excluded), GS
 # with TV: fused = grad_match + tv + the TV gradient's add_ + attack_step, plus the history record
@@ -53,7 +52,7 @@ def test_fused_loop_matches_the_reference_loop(device_backend, attack, restarts)
         pytest.skip("the LeNet problem is built on the CPU; the reference loop is the baseline")
     fused = _run(backend, attack, restarts)
     reference = _run("reference", attack, restarts)
-    tol = LOOP_TOLERANCE[torch.float64]
+    tol = LOOP[torch.float64]
     torch.testing.assert_close(fused.restarts, reference.restarts, **tol)
     torch.testing.assert_close(fused.history, reference.history, **tol)
     torch.testing.assert_close(fused.losses, reference.losses, **tol)
@@ -63,7 +62,7 @@ def test_fused_loop_matches_the_reference_loop(device_backend, attack, restarts)
 def test_fused_loop_matches_the_reference_loop_in_float32():
     fused = _run("auto", "dlg", dtype=torch.float32)
     reference = _run("reference", "dlg", dtype=torch.float32)
-    torch.testing.assert_close(fused.restarts, reference.restarts, **LOOP_TOLERANCE[torch.float32])
+    torch.testing.assert_close(fused.restarts, reference.restarts, **LOOP[torch.float32])
 
 
 def _per_iteration(monkeypatch, backend, progress=False, n1=10, n2=30):
@@ -150,25 +149,6 @@ def test_flat_layout_views_write_through_and_flatten_into_a_buffer():
         layout.flatten([torch.zeros(3, 2), torch.zeros(5), torch.zeros(()), torch.zeros(2, 1, 2)])
 
 
-def test_flat_parameters_accumulate_gradients_into_one_buffer():
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
-    before = [p.detach().clone() for p in model.parameters()]
-    flat = FlatParameters(model)
-    for p, b in zip(model.parameters(), before):
-        assert torch.equal(p, b) and p.grad.data_ptr() >= flat.grad.data_ptr()
-    x = torch.randn(5, 3, dtype=torch.float64)
-    model(x).square().sum().backward()
-    expected = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    assert torch.equal(flat.grad, expected) and flat.grad.norm() > 0
-    flat.zero_grad()
-    assert not any(p.grad.any() for p in model.parameters())
-    with torch.no_grad():
-        flat.data.mul_(2)
-    assert torch.equal(model[0].weight, 2 * before[0])
-    with pytest.raises(ValueError, match="no trainable parameters"):
-        FlatParameters(nn.ReLU())
-
-
 # --------------------------------------------------------------------------------- CUDA graphs
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
@@ -181,8 +161,8 @@ def test_graphed_attack_matches_the_eager_loop():
               progress=False, init=torch.randn(1, *x.shape, dtype=x.dtype, device="cuda"))
     graphed = invert(model, grads, batch.labels.cuda(), x.shape, cuda_graph=True, **kw)
     eager = invert(model, grads, batch.labels.cuda(), x.shape, cuda_graph=False, **kw)
-    torch.testing.assert_close(graphed.restarts, eager.restarts, **LOOP_TOLERANCE[torch.float64])
-    torch.testing.assert_close(graphed.history, eager.history, **LOOP_TOLERANCE[torch.float64])
+    torch.testing.assert_close(graphed.restarts, eager.restarts, **LOOP[torch.float64])
+    torch.testing.assert_close(graphed.history, eager.history, **LOOP[torch.float64])
 
 
 class _HostReadingNet(nn.Module):
@@ -210,7 +190,7 @@ def test_uncapturable_attack_falls_back_to_eager_with_a_logged_reason(caplog):
         graphed = invert(model, grads, y, x.shape, attack="dlg", iterations=12, init=init, progress=False)
     assert "runs eagerly" in caplog.text
     eager = invert(model, grads, y, x.shape, attack="dlg", iterations=12, init=init, progress=False, cuda_graph=False)
-    torch.testing.assert_close(graphed.restarts, eager.restarts, rtol=0, atol=0)
+    torch.testing.assert_close(graphed.restarts, eager.restarts, **EXACT)
 
 
 @cuda_only
@@ -375,7 +355,7 @@ def test_graphed_loop_bookkeeping_matches_the_eager_loops(monkeypatch):
     monkeypatch.setattr(cuda_graphs, "wanted", lambda device, requested: True)
     graphed_attack = _run("auto", "gs", iterations=12)
     graphed_cg = cg(matvec, b, check_every=10)
-    torch.testing.assert_close(graphed_attack.restarts, eager_attack.restarts, rtol=0, atol=0)
-    torch.testing.assert_close(graphed_attack.history, eager_attack.history, rtol=0, atol=0)
-    torch.testing.assert_close(graphed_cg.x, eager_cg.x, rtol=0, atol=0)
+    torch.testing.assert_close(graphed_attack.restarts, eager_attack.restarts, **EXACT)
+    torch.testing.assert_close(graphed_attack.history, eager_attack.history, **EXACT)
+    torch.testing.assert_close(graphed_cg.x, eager_cg.x, **EXACT)
     assert torch.equal(graphed_cg.iterations, eager_cg.iterations)

@@ -7,9 +7,7 @@ import torch
 from i2f_fast import use_backend
 from i2f_fast.ops import attack_step, grad_match, tv
 from i2f_fast.reference import attack_step_ref, grad_match_ref, tv_ref
-from i2f_fast.testing import assert_close
-
-DTYPES = [torch.float32, torch.float64]
+from i2f_fast.testing import DTYPES, assert_close
 
 
 def _randn(*shape, dtype=torch.float64, seed=0, device="cpu"):

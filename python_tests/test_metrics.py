@@ -90,7 +90,7 @@ def test_bad_input():
     x = torch.zeros(2, 1, 12, 12)
     with pytest.raises(ValueError, match="must match"):
         metrics.mse(x, torch.zeros(2, 1, 12, 11))
-    with pytest.raises(ValueError, match="reconstruction must be"):
+    with pytest.raises(ValueError, match="reconstruction must have 4 dimensions"):
         metrics.mse(x[0], x[0])
     with pytest.raises(ValueError, match="reduction"):
         metrics.mse(x, x, reduction="sum")

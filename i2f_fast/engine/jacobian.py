@@ -73,7 +73,10 @@ class StructuredJacobian:
         """Move the linearisation point to a new input ``x`` of the traced shape (no re-tracing).
 
         Runs one forward + backward through the node rules and refreshes ``loss`` and
-        ``gradient``; the attack calls this once per iteration before its ``Jᵀ w`` sweep.
+        ``gradient`` (and every node's cached inputs and adjoints used by the products).
+
+        Raises:
+            ValueError: ``x`` does not have the traced shape.
         """
         if x.shape != self.shapes_in:
             raise ValueError(f"x must keep the traced shape {tuple(self.shapes_in)}, got {tuple(x.shape)}")

@@ -1,8 +1,12 @@
-"""Files the jobs write: JSON without non-finite numbers, the reconstruction grid, the log-log scatter."""
+"""Files the jobs write: JSON without non-finite numbers, the reconstruction grid, the log-log scatter;
+every file written atomically (temp file + rename, :func:`atomic_path`)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -21,9 +25,34 @@ def _finite(obj):
     return obj
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path`` (one
+    ``os.replace``), on failure removed: a reader never sees a half-written file, even when the
+    job is killed mid-write (the old file, if any, stays until the rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: Path, obj: dict) -> None:
-    """Strict JSON (non-finite numbers written as null)."""
-    path.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False))
+    """Strict JSON (non-finite numbers written as null), written atomically (:func:`atomic_path`)."""
+    text = json.dumps(_finite(obj), indent=2, allow_nan=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_figure(fig, path: Path, dpi: int) -> None:
+    """``fig`` as a PNG at ``path``, written atomically (:func:`atomic_path`), then closed."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    _pyplot().close(fig)
 
 
 def _pyplot():
@@ -56,8 +85,7 @@ def save_grid(original: torch.Tensor, restarts: torch.Tensor, batch, best: int, 
             if n == 0:
                 ax.set_ylabel(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def save_scatter(predicted, measured, strengths, title: str, xlabel: str, path: Path) -> None:
@@ -79,5 +107,4 @@ def save_scatter(predicted, measured, strengths, title: str, xlabel: str, path: 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

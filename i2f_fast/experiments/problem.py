@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import frontdoor
 from ..data import ImageBatch, load_dataset
 from ..defenses import DEFENSES, DefenseResult, apply_defense
 from ..models import build_model
@@ -40,9 +41,9 @@ def load_problem(args) -> Problem:
 
 def clean_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Flat ``(P,)`` gradient of the mean cross-entropy of ``(x, y)`` (what the client shares)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
-    return torch.cat([g.reshape(-1) for g in grads]).detach()
+    named = frontdoor.model_parameters(model)
+    grads = frontdoor.parameter_gradient(model, F.cross_entropy, {n: p.detach() for n, p in named}, x, y)
+    return frontdoor.layout_of(named).flatten([grads[n] for n, _ in named])
 
 
 def defend(name: str, strength, grads: torch.Tensor, problem_xy, args, generator) -> DefenseResult:

@@ -1,7 +1,7 @@
 """``i2f_fast.ops.attack_step``: one (signed) Adam step of the attack's images plus the box, one op.
 
-Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, fake
-kernel, routing; an in-place optimiser step is not differentiable); the reference
+Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, argument
+checks, routing; its fake kernel is registered from ``_formulas.py``; an in-place optimiser step is not differentiable); the reference
 ``reference/attack_step.py``; the C++/OpenMP kernel ``csrc/cpu/attack_step_cpu.cpp`` and the CUDA
 kernel ``csrc/cuda/attack_step_cuda.cu``; the Triton kernel ``triton/attack_step.py``.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from .. import _loader  # noqa: F401  (schema, then the compiled kernels when built)
-from ..backend import resolve
+from .. import _formulas
+from ..backend import kernel as backend_kernel
 from ..reference.attack_step import attack_step_ref
 
 
@@ -29,17 +30,7 @@ def _attack_step_kernel(x, grad, exp_avg, exp_avg_sq, lr, bias_correction1, bias
                     beta1=beta1, beta2=beta2, eps=eps, signed=signed, lower=lower, upper=upper)
 
 
-@torch.library.register_fake("i2f_fast::attack_step")
-def _attack_step_fake(x, grad, exp_avg, exp_avg_sq, lr, bias_correction1, bias_correction2, beta1, beta2, eps,
-                      signed, lower, upper):
-    return None
-
-
-def _triton_kernel():
-    from ..triton.attack_step import attack_step_triton
-
-    return attack_step_triton
-
+_formulas.register("attack_step")  # fake kernel (_formulas.py)
 
 def _prepare(x, grad, exp_avg, exp_avg_sq, lr, bias_correction1, bias_correction2, lower, upper):
     """Check the arguments (errors name them); returns lr ``(1 or R,)`` and bounds ``x.shape[1:]``."""
@@ -117,18 +108,17 @@ def attack_step(
         :class:`i2f_fast.backend.BackendUnavailableError` when the requested backend cannot run.
     """
     lr, lower, upper = _prepare(x, grad, exp_avg, exp_avg_sq, lr, bias_correction1, bias_correction2, lower, upper)
-    backend = resolve(x.device)
-    if backend == "reference":
+    kernel = backend_kernel("attack_step", x.device)
+    if kernel is None:  # the reference backend
         lr, lower, upper = _reference_args(x, lr, lower, upper)
         attack_step_ref(x, grad, exp_avg, exp_avg_sq, lr, bias_correction1.reshape(()), bias_correction2.reshape(()),
                         beta1=beta1, beta2=beta2, eps=eps, signed=signed, lower=lower, upper=upper)
         return
-    kernel = torch.ops.i2f_fast.attack_step if backend == "native" else _triton_kernel()
     state = (x, exp_avg, exp_avg_sq)
     work = [t.contiguous() for t in state]
     kernel(work[0], grad.contiguous(), work[1], work[2], lr.contiguous(), bias_correction1.reshape(1),
            bias_correction2.reshape(1), float(beta1), float(beta2), float(eps), bool(signed),
            None if lower is None else lower.contiguous(), None if upper is None else upper.contiguous())
     for t, w in zip(state, work):
-        if t.data_ptr() != w.data_ptr():
+        if not t.is_contiguous():  # worked on a contiguous copy: write it back
             t.copy_(w)

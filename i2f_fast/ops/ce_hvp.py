@@ -1,8 +1,8 @@
 """``i2f_fast.ops.ce_hvp``: the softmax-cross-entropy Hessian applied per sample,
 ``scale·(p⊙u − p (p·u))``, as a ``torch.library`` op.
 
-Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, fake
-kernel, routing); the reference ``reference/ce_hvp.py``; the C++/OpenMP kernel
+Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, argument
+checks, routing; its fake kernel is registered from ``_formulas.py``); the reference ``reference/ce_hvp.py``; the C++/OpenMP kernel
 ``csrc/cpu/ce_hvp_cpu.cpp`` and the CUDA kernel ``csrc/cuda/ce_hvp_cuda.cu`` (per-row math in
 ``csrc/include/i2f_fast/ce_hvp.h``); the Triton kernel ``triton/ce_hvp.py``.
 ``torch.ops.i2f_fast.ce_hvp`` runs the compiled kernel of the tensors' device, or the reference
@@ -11,7 +11,8 @@ kernel, routing); the reference ``reference/ce_hvp.py``; the C++/OpenMP kernel
 import torch
 
 from .. import _loader  # noqa: F401  (schema, then the compiled kernels when built)
-from ..backend import resolve
+from .. import _formulas
+from ..backend import kernel as backend_kernel
 from ..reference.ce_hvp import ce_hvp_ref
 from ._engine_checks import check_number, check_tensor, register_not_differentiable
 
@@ -21,11 +22,7 @@ def _ce_hvp_kernel(p, u, scale):
     return ce_hvp_ref(p, u, scale)
 
 
-@torch.library.register_fake("i2f_fast::ce_hvp")
-def _ce_hvp_fake(p, u, scale):
-    return torch.empty_like(u, memory_format=torch.contiguous_format)
-
-
+_formulas.register("ce_hvp")  # fake kernel (_formulas.py)
 register_not_differentiable("ce_hvp")
 
 
@@ -37,12 +34,6 @@ def _check(p, u, scale):
     if u.dim() < 2 or u.shape[u.dim() - 2:] != p.shape:
         raise ValueError(f"ce_hvp: u must have shape (*L, *{tuple(p.shape)}), got {tuple(u.shape)}")
     check_number("ce_hvp", "scale", scale)
-
-
-def _triton_kernel():
-    from ..triton.ce_hvp import ce_hvp_triton
-
-    return ce_hvp_triton
 
 
 def ce_hvp(p, u, scale=1.0):
@@ -69,8 +60,7 @@ def ce_hvp(p, u, scale=1.0):
         :class:`i2f_fast.backend.BackendUnavailableError` when the requested backend cannot run.
     """
     _check(p, u, scale)
-    backend = resolve(u.device)
-    if backend == "reference":
+    kernel = backend_kernel("ce_hvp", u.device)
+    if kernel is None:  # the reference backend
         return ce_hvp_ref(p, u, float(scale))
-    kernel = torch.ops.i2f_fast.ce_hvp if backend == "native" else _triton_kernel()
     return kernel(p.contiguous(), u.contiguous(), float(scale))

@@ -1,7 +1,7 @@
 """``i2f_fast.ops.cg_step``: one batched conjugate-gradient iteration, as a ``torch.library`` op.
 
-Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, fake
-kernel, routing); the reference ``reference/cg_step.py``; the C++/OpenMP kernel
+Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, argument
+checks, routing; its fake kernel is registered from ``_formulas.py``); the reference ``reference/cg_step.py``; the C++/OpenMP kernel
 ``csrc/cpu/cg_step_cpu.cpp`` and the CUDA kernel ``csrc/cuda/cg_step_cuda.cu`` (registered for the
 CPU / CUDA dispatch keys when the extensions load); the Triton kernel ``triton/cg_step.py``.
 ``torch.ops.i2f_fast.cg_step`` runs the compiled kernel of the tensors' device, or the reference
@@ -10,7 +10,8 @@ CPU / CUDA dispatch keys when the extensions load); the Triton kernel ``triton/c
 import torch
 
 from .. import _loader  # noqa: F401  (schema, then the compiled kernels when built)
-from ..backend import resolve
+from .. import _formulas
+from ..backend import kernel as backend_kernel
 from ..reference.cg_step import cg_step_ref
 
 
@@ -19,11 +20,7 @@ def _cg_step_kernel(x, r, p, Ap, rr, active):
     return cg_step_ref(x, r, p, Ap, rr, active)
 
 
-@torch.library.register_fake("i2f_fast::cg_step")
-def _cg_step_fake(x, r, p, Ap, rr, active):
-    return torch.empty_like(rr), torch.empty_like(active)
-
-
+_formulas.register("cg_step")  # fake kernel (_formulas.py)
 def _check(x, r, p, Ap, rr, active):
     mats = {"x": x, "r": r, "p": p, "Ap": Ap}
     for name, t in mats.items():
@@ -44,12 +41,6 @@ def _check(x, r, p, Ap, rr, active):
         or active.device != x.device
     ):
         raise ValueError(f"cg_step: active must be a ({x.shape[0]},) bool tensor on {x.device}")
-
-
-def _triton_kernel():
-    from ..triton.cg_step import cg_step_triton
-
-    return cg_step_triton
 
 
 def cg_step(x, r, p, Ap, rr, active):
@@ -75,16 +66,15 @@ def cg_step(x, r, p, Ap, rr, active):
         :class:`i2f_fast.backend.BackendUnavailableError` when the requested backend cannot run.
     """
     _check(x, r, p, Ap, rr, active)
-    backend = resolve(x.device)
-    if backend == "reference":
+    kernel = backend_kernel("cg_step", x.device)
+    if kernel is None:  # the reference backend
         return cg_step_ref(x, r, p, Ap, rr, active)
-    kernel = torch.ops.i2f_fast.cg_step if backend == "native" else _triton_kernel()
     state = (x, r, p)
     if all(t.is_contiguous() for t in state):
         return kernel(x, r, p, Ap.contiguous(), rr.contiguous(), active.contiguous())
     xc, rc, pc = (t.contiguous() for t in state)
     out = kernel(xc, rc, pc, Ap.contiguous(), rr.contiguous(), active.contiguous())
     for t, c in zip(state, (xc, rc, pc)):
-        if t.data_ptr() != c.data_ptr():
+        if not t.is_contiguous():  # worked on a contiguous copy: write it back
             t.copy_(c)
     return out

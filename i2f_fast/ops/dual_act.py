@@ -1,8 +1,8 @@
 """``i2f_fast.ops.dual_act``: the engine's activation rule ``σ'(z)⊙t + σ''(z)⊙da⊙s``, as a
 ``torch.library`` op.
 
-Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, fake
-kernel, routing); the reference ``reference/dual_act.py``; the C++/OpenMP kernel
+Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, argument
+checks, routing; its fake kernel is registered from ``_formulas.py``); the reference ``reference/dual_act.py``; the C++/OpenMP kernel
 ``csrc/cpu/dual_act_cpu.cpp`` and the CUDA kernel ``csrc/cuda/dual_act_cuda.cu`` (the derivative
 formulas in ``csrc/include/i2f_fast/dual_act.h``, shared by both); the Triton kernel
 ``triton/dual_act.py``. ``torch.ops.i2f_fast.dual_act`` runs the compiled kernel of the tensors'
@@ -12,7 +12,8 @@ The op is not differentiable (the engine never differentiates through it): its b
 import torch
 
 from .. import _loader  # noqa: F401  (schema, then the compiled kernels when built)
-from ..backend import resolve
+from .. import _formulas
+from ..backend import kernel as backend_kernel
 from ..reference.dual_act import ACTIVATIONS, dual_act_ref
 from ._engine_checks import check_number, check_tensor, register_not_differentiable
 
@@ -22,11 +23,7 @@ def _dual_act_kernel(z, t, s, da, act, alpha, threshold):
     return dual_act_ref(z, t, s, da, act, alpha, threshold)
 
 
-@torch.library.register_fake("i2f_fast::dual_act")
-def _dual_act_fake(z, t, s, da, act, alpha, threshold):
-    return torch.empty_like(t, memory_format=torch.contiguous_format)
-
-
+_formulas.register("dual_act")  # fake kernel (_formulas.py)
 register_not_differentiable("dual_act")
 
 
@@ -49,12 +46,6 @@ def _check(z, t, s, da, act, alpha, threshold):
         raise ValueError(f"dual_act: act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
     check_number(op, "alpha", alpha)
     check_number(op, "threshold", threshold)
-
-
-def _triton_kernel():
-    from ..triton.dual_act import dual_act_triton
-
-    return dual_act_triton
 
 
 def dual_act(z, t, s=None, da=None, act="tanh", alpha=0.0, threshold=20.0):
@@ -87,11 +78,10 @@ def dual_act(z, t, s=None, da=None, act="tanh", alpha=0.0, threshold=20.0):
         backend cannot run.
     """
     _check(z, t, s, da, act, alpha, threshold)
-    backend = resolve(t.device)
+    kernel = backend_kernel("dual_act", t.device)
     alpha, threshold = float(alpha), float(threshold)
-    if backend == "reference":
+    if kernel is None:  # the reference backend
         return dual_act_ref(z, t, s, da, act, alpha, threshold)
-    kernel = torch.ops.i2f_fast.dual_act if backend == "native" else _triton_kernel()
     s = None if s is None else s.contiguous()
     da = None if da is None else da.contiguous()
     return kernel(z.contiguous(), t.contiguous(), s, da, act, alpha, threshold)

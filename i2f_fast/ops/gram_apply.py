@@ -2,8 +2,8 @@
 ``(U a + u_b, Uᵀ e)`` for ``U = Σ_n ė_n a_nᵀ + e_n ȧ_nᵀ`` without forming ``U``, as a
 ``torch.library`` op.
 
-Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, fake
-kernel, routing); the reference ``reference/gram_apply.py``; the C++/OpenMP kernel
+Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, argument
+checks, routing; its fake kernel is registered from ``_formulas.py``); the reference ``reference/gram_apply.py``; the C++/OpenMP kernel
 ``csrc/cpu/gram_apply_cpu.cpp`` and the CUDA kernel ``csrc/cuda/gram_apply_cuda.cu`` (layout in
 ``csrc/include/i2f_fast/gram_apply.h``); the Triton kernel ``triton/gram_apply.py``.
 ``torch.ops.i2f_fast.gram_apply`` runs the compiled kernel of the tensors' device, or the
@@ -12,7 +12,8 @@ reference (registered as the CompositeExplicitAutograd kernel) where none is loa
 import torch
 
 from .. import _loader  # noqa: F401  (schema, then the compiled kernels when built)
-from ..backend import resolve
+from .. import _formulas
+from ..backend import kernel as backend_kernel
 from ..reference.gram_apply import gram_apply_ref
 from ._engine_checks import check_tensor, register_not_differentiable
 
@@ -22,12 +23,7 @@ def _gram_apply_kernel(a, e, adot, edot, bias):
     return gram_apply_ref(a, e, adot, edot, bias)
 
 
-@torch.library.register_fake("i2f_fast::gram_apply")
-def _gram_apply_fake(a, e, adot, edot, bias):
-    k, (G, S, I), O = adot.shape[0], a.shape, e.shape[2]
-    return a.new_empty((k, G, S, O)), a.new_empty((k, G, S, I))
-
-
+_formulas.register("gram_apply")  # fake kernel (_formulas.py)
 register_not_differentiable("gram_apply")
 
 
@@ -48,12 +44,6 @@ def _check(a, e, adot, edot, bias):
         )
     if not isinstance(bias, bool):
         raise TypeError(f"gram_apply: bias must be a bool, got {type(bias).__name__}")
-
-
-def _triton_kernel():
-    from ..triton.gram_apply import gram_apply_triton
-
-    return gram_apply_triton
 
 
 def gram_apply(a, e, adot, edot, bias=True):
@@ -84,8 +74,7 @@ def gram_apply(a, e, adot, edot, bias=True):
         :class:`i2f_fast.backend.BackendUnavailableError` when the requested backend cannot run.
     """
     _check(a, e, adot, edot, bias)
-    backend = resolve(a.device)
-    if backend == "reference":
+    kernel = backend_kernel("gram_apply", a.device)
+    if kernel is None:  # the reference backend
         return gram_apply_ref(a, e, adot, edot, bias)
-    kernel = torch.ops.i2f_fast.gram_apply if backend == "native" else _triton_kernel()
     return kernel(a.contiguous(), e.contiguous(), adot.contiguous(), edot.contiguous(), bias)

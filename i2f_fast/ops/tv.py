@@ -1,7 +1,7 @@
 """``i2f_fast.ops.tv``: anisotropic total variation of a batch of images, value and gradient in one op.
 
-Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, fake
-kernel, autograd, routing); the reference ``reference/tv.py``; the C++/OpenMP kernel
+Five places (DESIGN.md §4): the schema in ``_library.py``; this module (public function, argument
+checks, routing; its fake kernel and autograd formula are registered from ``_formulas.py``); the reference ``reference/tv.py``; the C++/OpenMP kernel
 ``csrc/cpu/tv_cpu.cpp`` and the CUDA kernel ``csrc/cuda/tv_cuda.cu``; the Triton kernel ``triton/tv.py``.
 """
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from .. import _loader  # noqa: F401  (schema, then the compiled kernels when built)
-from ..backend import resolve
+from .. import _formulas
+from ..backend import kernel as backend_kernel
 from ..reference.tv import tv_ref
 
 
@@ -18,28 +19,7 @@ def _tv_kernel(x):
     return tv_ref(x)
 
 
-@torch.library.register_fake("i2f_fast::tv")
-def _tv_fake(x):
-    return x.new_empty(x.shape[0]), torch.empty_like(x)
-
-
-def _setup_context(ctx, inputs, output):
-    ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(output[1])
-
-
-def _backward(ctx, grad_value, _grad_of_grad):
-    (grad,) = ctx.saved_tensors
-    return grad_value.view(-1, 1, 1, 1, 1) * grad
-
-
-torch.library.register_autograd("i2f_fast::tv", _backward, setup_context=_setup_context)
-
-
-def _triton_kernel():
-    from ..triton.tv import tv_triton
-
-    return tv_triton
+_formulas.register("tv")  # fake kernel and autograd formula (_formulas.py)
 
 
 def tv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,10 +41,9 @@ def tv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"tv: x must be (N, C, H, W) or (R, N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"tv: x must be float32 or float64, got {x.dtype}")
-    backend = resolve(x.device)
-    if backend == "reference":
+    kernel = backend_kernel("tv", x.device)
+    if kernel is None:  # the reference backend
         return tv_ref(x)
-    kernel = torch.ops.i2f_fast.tv if backend == "native" else _triton_kernel()
     if x.dim() == 5:
         return kernel(x.contiguous())
     value, grad = kernel(x.contiguous().unsqueeze(0))

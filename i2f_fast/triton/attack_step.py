@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _formulas
+
 BLOCK = 1024
 
 
@@ -81,10 +83,7 @@ if hasattr(torch.library, "triton_op"):  # torch >= 2.6: visible to torch.compil
         _launch(torch.library.wrap_triton, x, grad, exp_avg, exp_avg_sq, lr, bias_correction1, bias_correction2,
                 beta1, beta2, eps, signed, lower, upper)
 
-    @attack_step_triton.register_fake
-    def _attack_step_triton_fake(x, grad, exp_avg, exp_avg_sq, lr, bias_correction1, bias_correction2, beta1, beta2,
-                                 eps, signed, lower, upper):
-        return None
+    _formulas.register("attack_step", attack_step_triton)  # the op's fake kernel
 
 else:
 

@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _formulas
+
 MAX_BLOCK = 1024
 
 
@@ -57,9 +59,7 @@ if hasattr(torch.library, "triton_op"):  # torch >= 2.6: visible to torch.compil
         """Triton implementation of ``i2f_fast::ce_hvp`` (contiguous inputs; see ``ops.ce_hvp``)."""
         return _launch(torch.library.wrap_triton, p, u, scale)
 
-    @ce_hvp_triton.register_fake
-    def _ce_hvp_triton_fake(p, u, scale):
-        return torch.empty_like(u)
+    _formulas.register("ce_hvp", ce_hvp_triton)  # the op's fake kernel
 
 else:
 

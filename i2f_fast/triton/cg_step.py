@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _formulas
+
 TILE = 4096
 EXACT_BETA_RATIO = 1e-4  # keep equal to kExactBetaRatio in csrc/include/i2f_fast/cg_step.h
 
@@ -167,9 +169,7 @@ if hasattr(torch.library, "triton_op"):  # torch >= 2.6: visible to torch.compil
         """Triton implementation of ``i2f_fast::cg_step`` (contiguous inputs; see ``ops.cg_step``)."""
         return _launch(torch.library.wrap_triton, x, r, p, Ap, rr, active)
 
-    @cg_step_triton.register_fake
-    def _cg_step_triton_fake(x, r, p, Ap, rr, active):
-        return torch.empty_like(rr), torch.empty_like(active)
+    _formulas.register("cg_step", cg_step_triton)  # the op's fake kernel
 
 else:
 

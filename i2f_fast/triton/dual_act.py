@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _formulas
+
 from ..reference.dual_act import ACTIVATIONS
 
 BLOCK = 1024
@@ -128,9 +130,7 @@ if hasattr(torch.library, "triton_op"):  # torch >= 2.6: visible to torch.compil
         """Triton implementation of ``i2f_fast::dual_act`` (contiguous inputs; see ``ops.dual_act``)."""
         return _launch(torch.library.wrap_triton, z, t, s, da, act, alpha, threshold)
 
-    @dual_act_triton.register_fake
-    def _dual_act_triton_fake(z, t, s, da, act, alpha, threshold):
-        return torch.empty_like(t)
+    _formulas.register("dual_act", dual_act_triton)  # the op's fake kernel
 
 else:
 

@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _formulas
 from ._reduce import BLOCK, row_totals_kernel
 
 TILE = 4096
@@ -133,10 +134,7 @@ if hasattr(torch.library, "triton_op"):  # torch >= 2.6: visible to torch.compil
         """Triton implementation of ``i2f_fast::grad_match`` (contiguous inputs; see ``ops.grad_match``)."""
         return _launch(torch.library.wrap_triton, trial, target, weights, kind)
 
-    from ..ops.grad_match import _backward, _fake, _setup_context  # the op's fake and autograd formulas
-
-    grad_match_triton.register_fake(_fake)
-    grad_match_triton.register_autograd(_backward, setup_context=_setup_context)
+    _formulas.register("grad_match", grad_match_triton)  # the op's fake and autograd formulas
 
 else:
 

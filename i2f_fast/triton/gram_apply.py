@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _formulas
+
 BLOCK = 256
 
 
@@ -104,10 +106,7 @@ if hasattr(torch.library, "triton_op"):  # torch >= 2.6: visible to torch.compil
         """Triton implementation of ``i2f_fast::gram_apply`` (contiguous inputs; see ``ops.gram_apply``)."""
         return _launch(torch.library.wrap_triton, a, e, adot, edot, bias)
 
-    @gram_apply_triton.register_fake
-    def _gram_apply_triton_fake(a, e, adot, edot, bias):
-        K, (G, S, I), O = adot.shape[0], a.shape, e.shape[2]
-        return a.new_empty((K, G, S, O)), a.new_empty((K, G, S, I))
+    _formulas.register("gram_apply", gram_apply_triton)  # the op's fake kernel
 
 else:
 

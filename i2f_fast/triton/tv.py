@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _formulas
 from ._reduce import BLOCK, row_totals_kernel
 
 TILE = 1024
@@ -82,13 +83,7 @@ if hasattr(torch.library, "triton_op"):  # torch >= 2.6: visible to torch.compil
         """Triton implementation of ``i2f_fast::tv`` (contiguous 5-D input; see ``ops.tv``)."""
         return _launch(torch.library.wrap_triton, x)
 
-    from ..ops.tv import _backward, _setup_context  # the op's autograd formula
-
-    @tv_triton.register_fake
-    def _tv_triton_fake(x):
-        return x.new_empty(x.shape[0]), torch.empty_like(x)
-
-    tv_triton.register_autograd(_backward, setup_context=_setup_context)
+    _formulas.register("tv", tv_triton)  # the op's fake and autograd formulas
 
 else:
 
