@@ -64,6 +64,9 @@ INITS = ("randn", "rand", "zeros")
 
 OPTIMIZERS = ("adam", "lbfgs")
 LBFGS_LR = 1.0  # the original DLG's L-BFGS step (PyTorch's default)
+LINE_SEARCHES = (None, "strong_wolfe")
+"""L-BFGS step rules of :func:`invert`: the fixed step ``lr`` (DLG's) or torch's strong-Wolfe line search."""
+LINE_SEARCH_EVALS = 25  # objective evaluations a strong-Wolfe line search may spend per iteration
 
 LABEL_STRATEGIES = ("auto", "idlg", "yin")
 """Label inference rules of :func:`infer_labels` (``auto``: iDLG for one sample, Yin for a batch)."""
@@ -111,7 +114,7 @@ class AttackResult:
         history_steps: ``(H,)`` int64 iteration numbers at which ``history`` was recorded.
         history: ``(H, R)`` objective (matching loss + α_TV·TV) of every restart at those iterations.
         config: the :class:`AttackConfig` used.
-        iterations: iterations run.
+        iterations: iterations run (fewer than asked when L-BFGS met ``grad_tol`` or stalled).
     """
 
     x: torch.Tensor
@@ -364,6 +367,8 @@ def invert(
     signed: bool | None = None,
     decay: bool | None = None,
     optimizer: str = "adam",
+    line_search: str | None = None,
+    grad_tol: float | None = None,
     bounds: tuple | None = None,
     layer_weights: Sequence[float] | None = None,
     layers: Sequence[int] | None = None,
@@ -393,6 +398,11 @@ def invert(
         optimizer: ``"adam"`` (default) or ``"lbfgs"`` (DLG's original optimiser: lr 1 unless ``lr``, no line
             search, history 100; the R restarts form one separable problem whose L-BFGS curvature
             memory is shared). L-BFGS takes neither ``signed`` nor ``decay``.
+        line_search: L-BFGS only: None (the fixed step ``lr``) or ``"strong_wolfe"`` (torch's
+            strong-Wolfe line search, up to 25 objective evaluations per iteration).
+        grad_tol: L-BFGS only: stop once the largest entry of ``|∇_x objective|`` (over all restarts)
+            is at most ``grad_tol`` times its value at the start, or once an iteration leaves the
+            iterate unchanged (no further progress is possible). None: run all ``iterations``.
         bounds: ``(lower, upper)`` tensors broadcastable to ``shape`` (e.g.
             ``ImageBatch.pixel_bounds``, each ``(C, 1, 1)``): every step projects onto this box
             (GS's box constraint). None: no projection.
@@ -425,7 +435,8 @@ def invert(
         TypeError / ValueError naming the argument: ``model`` not a module; ``target_grads`` not
         matching the parameters (count, shapes or length) or not finite; ``shape`` not accepted by
         the model; bad ``labels``; unknown ``attack``, ``init``, ``optimizer``, ``backend`` or
-        ``label_strategy``; non-positive ``iterations`` / ``restarts``; bad ``bounds``;
+        ``label_strategy`` or ``line_search``; non-positive ``iterations`` / ``restarts``; negative
+        ``grad_tol``; ``line_search`` / ``grad_tol`` without L-BFGS; bad ``bounds``;
         ``cuda_graph=True`` off CUDA or with L-BFGS.
     """
     if backend is not None:
@@ -450,6 +461,12 @@ def invert(
     )
     if optimizer == "lbfgs" and (config.signed or config.decay):
         raise ValueError("optimizer='lbfgs' takes neither signed gradients nor step decay: pass signed=False, decay=False")
+    if line_search not in LINE_SEARCHES:
+        raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}")
+    if grad_tol is not None:
+        grad_tol = _nonnegative(grad_tol, "grad_tol")
+    if optimizer != "lbfgs" and (line_search is not None or grad_tol is not None):
+        raise ValueError("line_search and grad_tol apply to optimizer='lbfgs'")
 
     named = _check_model(model)
     first = named[0][1]
@@ -492,10 +509,10 @@ def invert(
         xs = _init_candidates(init, (restarts, *shape), generator, dtype, device)
     if lower is not None:
         xs.clamp_(lower, upper)
-    loop = _LoopOptions(iterations, history_every, (lower, upper), progress, attack, graphed)
+    loop = _LoopOptions(iterations, history_every, (lower, upper), progress, attack, graphed, line_search, grad_tol)
     run = _run_lbfgs if optimizer == "lbfgs" else _run_adam
     with use_backend(backend or requested_backend()), conv_kernels.kernels(_choose_onednn(onednn, objective, xs, shapes)):
-        steps, history = run(objective, xs, config, loop)
+        steps, history, ran = run(objective, xs, config, loop)
         with torch.no_grad():
             losses = objective.matching_loss(xs)
     finite = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
@@ -510,7 +527,7 @@ def invert(
         history_steps=torch.tensor(steps, dtype=torch.int64),
         history=torch.stack(history) if history else losses.new_zeros(0, restarts),
         config=config,
-        iterations=iterations,
+        iterations=ran,
     )
 
 
@@ -548,6 +565,8 @@ class _LoopOptions:
     progress: bool
     attack: str
     cuda_graph: bool
+    line_search: str | None = None
+    grad_tol: float | None = None
 
     @property
     def check_every(self) -> int:
@@ -607,7 +626,7 @@ def _run_adam(objective: _Objective, xs, config: AttackConfig, loop: _LoopOption
             bar.set_postfix_str(f"loss {history[-1].min().item():.4g}")
         bar.update()
     bar.close()
-    return steps, history
+    return steps, history, loop.iterations
 
 
 def _graphed_iteration(iteration, schedule: torch.Tensor, xs: torch.Tensor):
@@ -641,20 +660,34 @@ def _graphed_iteration(iteration, schedule: torch.Tensor, xs: torch.Tensor):
 
 
 def _run_lbfgs(objective: _Objective, xs, config: AttackConfig, loop: _LoopOptions):
-    """L-BFGS (DLG's optimiser) on the sum of the restarts' objectives; returns the history."""
+    """L-BFGS (DLG's optimiser) on the sum of the restarts' objectives; returns the history and
+    the iterations run. With ``loop.grad_tol`` it stops once the gradient at the start of an
+    iteration is that small relative to the first one, or when an iteration leaves the iterate
+    unchanged (one host read per iteration). torch's L-BFGS evaluates the objective at the start of
+    every iteration, where the line search usually ended: that evaluation is reused, not repeated."""
     leaf = xs.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([leaf], lr=config.lr, max_iter=1, history_size=100)
+    if loop.line_search is None:
+        opt = torch.optim.LBFGS([leaf], lr=config.lr, max_iter=1, history_size=100)
+    else:  # no absolute tolerances: gradients and losses near the optimum can sit below any fixed one
+        opt = torch.optim.LBFGS([leaf], lr=config.lr, max_iter=1, max_eval=1 + LINE_SEARCH_EVALS, history_size=100,
+                                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn=loop.line_search)
     last: dict[str, torch.Tensor] = {}
+    grad_at_start: list[torch.Tensor] = []  # max |∇_x| where each iteration started
 
     def closure():
-        loss, tv_value, gx = objective.value_and_grad(leaf.detach())
-        leaf.grad = gx
-        last["objective"] = _objective_value(loss, tv_value, config.tv).detach()
+        if "x" not in last or not torch.equal(last["x"], leaf.detach()):
+            last["x"] = leaf.detach().clone()
+            loss, tv_value, last["grad"] = objective.value_and_grad(last["x"])
+            last["objective"] = _objective_value(loss, tv_value, config.tv).detach()
+        leaf.grad = last["grad"]
+        if len(grad_at_start) <= it:
+            grad_at_start.append(last["grad"].abs().max())
         return last["objective"].sum()
 
     steps, history = [], []
     bar = _progress(loop.iterations, loop.progress, f"{loop.attack} attack (L-BFGS)")
     for it in range(loop.iterations):
+        previous = leaf.detach().clone() if loop.grad_tol is not None else None
         opt.step(closure)
         if loop.box[0] is not None:
             with torch.no_grad():
@@ -665,6 +698,10 @@ def _run_lbfgs(objective: _Objective, xs, config: AttackConfig, loop: _LoopOptio
         if loop.progress and it % loop.check_every == 0:
             bar.set_postfix_str(f"loss {history[-1].min().item():.4g}")
         bar.update()
+        if previous is not None and (
+            grad_at_start[it] <= loop.grad_tol * grad_at_start[0] or torch.equal(previous, leaf.detach())
+        ):
+            break
     bar.close()
     xs.copy_(leaf.detach())
-    return steps, history
+    return steps, history, it + 1
