@@ -1,8 +1,14 @@
-"""Files the jobs write: JSON without non-finite numbers, the reconstruction grid, the log-log scatter."""
+"""Files the jobs write: JSON without non-finite numbers, the reconstruction grid, the log-log scatter.
+
+Every file is written atomically: to a temporary file beside it, then renamed over it, so a reader
+(or a run killed mid-write) never sees half a file.
+"""
 from __future__ import annotations
 
 import json
 import math
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,9 +27,24 @@ def _finite(obj):
     return obj
 
 
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path`` (same suffix) to write to; renamed onto ``path`` when
+    the block succeeds, removed when it fails."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, obj: dict) -> None:
-    """Strict JSON (non-finite numbers written as null)."""
-    path.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False))
+    """Strict JSON (non-finite numbers written as null), written atomically."""
+    text = json.dumps(_finite(obj), indent=2, allow_nan=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _pyplot():
@@ -56,19 +77,26 @@ def save_grid(original: torch.Tensor, restarts: torch.Tensor, batch, best: int, 
             if n == 0:
                 ax.set_ylabel(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
-def save_scatter(predicted, measured, strengths, title: str, xlabel: str, path: Path) -> None:
-    """Log-log scatter of ``measured`` against ``predicted`` (one colour per strength) with y = x."""
+def save_scatter(predicted, measured, strengths, title: str, xlabel: str, path: Path, kinds=None,
+                 level_name: str = "strength") -> None:
+    """Log-log scatter of ``measured`` against ``predicted`` with y = x: one colour per strength and,
+    when ``kinds`` (a series name per point, e.g. ``"local"`` / ``"global"``) is given, one marker
+    per series. All sequences have one entry per point."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.0))
+    kinds = [None] * len(predicted) if kinds is None else list(kinds)
     levels = sorted(set(strengths), key=lambda s: (s is None, s))
     colors = plt.cm.viridis([i / max(1, len(levels) - 1) for i in range(len(levels))])
-    for color, level in zip(colors, levels):
-        pts = [(p, m) for p, m, s in zip(predicted, measured, strengths) if s == level]
-        ax.loglog([p for p, _ in pts], [m for _, m in pts], "o", color=color, label=f"strength {level:g}" if level is not None else "")
+    for kind, marker in zip(dict.fromkeys(kinds), "oxs^dv"):
+        for color, level in zip(colors, levels):
+            pts = [(p, m) for p, m, s, k in zip(predicted, measured, strengths, kinds) if s == level and k == kind]
+            label = " ".join(([kind] if kind else []) + ([f"{level_name} {level:g}"] if level is not None else []))
+            ax.loglog([p for p, _ in pts], [m for _, m in pts], marker, color=color, label=label)
     positive = [v for v in list(predicted) + list(measured) if v > 0]
     if positive:
         lo, hi = min(positive) / 2, max(positive) * 2
@@ -77,7 +105,8 @@ def save_scatter(predicted, measured, strengths, title: str, xlabel: str, path: 
     ax.set_ylabel("attack RMSE (normalised space)")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2 if len(set(kinds)) > 1 else 1)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
