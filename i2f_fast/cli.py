@@ -28,8 +28,12 @@ from .influence import DEFAULT_EPS_REL, InversionInfluence
 from .models import INIT_SCHEMES, MODELS, build_model
 from .validate import LIMIT_EPS_REL, OBJECTIVE_ATTACKS
 
-COMPARE_STRENGTHS = [1e-10, 1e-9, 1e-8, 1e-7, 1e-6]
-VALIDATE_IMAGE_SIZE = 12  # digits side of `validate`: LeNet's attack converges there within the time budget
+# `compare` and `validate` run one small per-sample problem at a time, on 1 thread by default: a second thread
+# gains little there and cost 10-40x on cores shared with other work (measured: 3.8 s vs 42 s per validate
+# system on 2 busy cores).
+COMPARE_STRENGTHS = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4]  # Gaussian variances: 4 decades, predicted RMSE ~1e-3 to ~0.3
+COMPARE_IMAGE_SIZE = 16  # 28x28 LeNet: 1000 Adam iterations stop far short of the optimum (JᵀJ conditioned ~1e-7) and 8x5 attacks take ~10 min
+VALIDATE_IMAGE_SIZE = 12  # the local attack converges there in a few hundred L-BFGS iterations (16x16: thousands)
 VALIDATE_VARIANCES = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3]
 
 COLUMNS = ("sample", "label", "variance", "jt_delta_norm", "lambda_max", "i2f_lower_bound", "i2f", "cg_iterations", "seconds")
@@ -70,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     attack.add_argument("--quiet", action="store_true", help="no progress bar")
 
     compare = sub.add_parser("compare", help="the predicted RMSE next to a real attack's RMSE, per sample and strength")
-    _add_problem_args(compare, samples=8, defense="gaussian", iterations=1000, attack="dlg", restarts=4)
+    _add_problem_args(compare, samples=8, defense="gaussian", iterations=500, attack="dlg", restarts=4,
+                      image_size=COMPARE_IMAGE_SIZE, threads=1)
     compare.add_argument("--strengths", type=float, nargs="+", default=COMPARE_STRENGTHS,
                          help="defense strengths (default Gaussian variances "
                               f"{' '.join(f'{s:g}' for s in COMPARE_STRENGTHS)})")
@@ -85,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser(
         "validate", help="the prediction against the attack's own optimum (started at x) and the attack, per noise level"
     )
-    _add_data_args(validate, samples=3, image_size=VALIDATE_IMAGE_SIZE)
+    _add_data_args(validate, samples=3, image_size=VALIDATE_IMAGE_SIZE, threads=1)
     validate.set_defaults(dtype="float64")
     validate.add_argument("--variances", type=_positive_float, nargs="+", default=VALIDATE_VARIANCES,
                           help="Gaussian noise variances σ² (default 1e-8 … 1e-3: the linear regime and beyond)")
@@ -106,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_args(p: argparse.ArgumentParser, samples: int, image_size: int | None = None) -> None:
+def _add_data_args(
+    p: argparse.ArgumentParser, samples: int, image_size: int | None = None, threads: int | None = None
+) -> None:
     """Flags of the jobs built on :func:`~i2f_fast.experiments.problem.load_problem`: output, data, model."""
     p.add_argument("--out", type=Path, default=Path("i2f-results"), help="output folder (default ./i2f-results)")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
@@ -118,15 +125,16 @@ def _add_data_args(p: argparse.ArgumentParser, samples: int, image_size: int | N
     p.add_argument("--samples", type=int, default=samples, help=f"number of samples (default {samples})")
     p.add_argument("--start", type=int, default=0, help="index of the first sample")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=threads,
+                   help=f"torch CPU threads (default: {threads or 'torch' + chr(39) + 's'})")
 
 
 def _add_problem_args(
     p: argparse.ArgumentParser, samples: int, defense: str = "none", iterations: int = 2000, attack: str = "gs",
-    restarts: int = 1,
+    restarts: int = 1, image_size: int | None = None, threads: int | None = None,
 ) -> None:
     """Flags shared by ``attack`` and ``compare``: data, model, defense and attack settings."""
-    _add_data_args(p, samples)
+    _add_data_args(p, samples, image_size, threads)
     p.add_argument("--defense", choices=sorted(DEFENSES), default=defense, help=f"gradient defense (default {defense})")
     p.add_argument("--clip-norm", type=_positive_float, default=1.0, help="per-sample clipping bound of --defense dp")
     p.add_argument("--eigen-index", type=int, default=0, help="eigenpair of --defense eigen (0 = largest)")
