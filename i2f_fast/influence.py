@@ -1,19 +1,37 @@
-"""The Inversion Influence Function (I²F) and its bounds.
+"""The Inversion Influence Function (I²F): the predicted reconstruction error of an attack.
 
-For a perturbation ``δ`` of the shared gradient, I²F predicts how far the best gradient-inversion
-attack lands from the private input ``x``::
+For a perturbation ``δ`` of the shared gradient, I²F predicts how far a gradient-inversion attack
+lands from the private input ``x`` (``../shared/PREDICTION.md``)::
 
-    I²F(δ)    = ‖(JᵀJ + εI)⁻¹ Jᵀ δ‖            (batched CG in input space, from a zero start)
-    I²F_lb(δ) = ‖Jᵀ δ‖ / λ_max(JᵀJ)             (λ_max by Lanczos in input space)
+    I²F(δ)    = ‖(JᵀJ + εI)⁻¹ Jᵀ δ‖            the attack's optimum, linearised at x
+    I²F_lb(δ) = ‖Jᵀ δ‖ / λ_max(JᵀJ)             the paper's lower bound (λ_max by Lanczos)
 
-with ``J = ∂(∇_θ L)/∂x`` (:class:`~i2f_fast.operators.InversionJacobian`). Shapes: ``P`` parameters,
-``S = x.shape`` the input batch, ``N = S[0]`` samples, ``K`` perturbations solved together.
+with ``J = ∂(∇_θ L)/∂x`` (:class:`~i2f_fast.operators.InversionJacobian`). The cosine attack (GS)
+and per-layer weights change the system (:mod:`i2f_fast.linearised_attack`). Shapes: ``P``
+parameters, ``S = x.shape`` the input batch, ``N = S[0]`` samples, ``K`` perturbations solved
+together, ``D`` the elements of one system (a sample in per-sample mode, else the whole batch).
+
+**Damping.** ε only regularises directions the gradient cannot see; the converged attacker is the
+limit ε → 0. The default is ``eps_rel = DEFAULT_EPS_REL``, i.e. ``ε = 1e-8 · λ_max`` per system,
+chosen from the measurements in ``README.md`` ("Which damping"); the paper's code uses ε = 1, which
+under-predicts the attack by ~70× on LeNet (:mod:`i2f_fast.compat` keeps it).
+
+**Solvers** (``method=``): ``"spectral"`` assembles the ``D × D`` matrix of every system from
+batched products in float64, diagonalises it once and caches it, after which any δ, ε, noise level
+and the Gaussian expectation cost a few products (the route for sweeps); ``"lsqr"`` is damped LSQR
+on ``A = ΠW^½J`` (matrix-free, for large D); ``"cg"`` / ``"cgls"`` are CG on the normal equations.
+``"auto"`` picks CG where the damping keeps it fast (an absolute ``eps``, such as the paper's 1, or
+``eps_rel >= ITERATIVE_EPS_REL``); at smaller damping the spectral route when the spectrum is
+cached or when at least ``SPECTRAL_MIN_SOLVES`` perturbations are solved together on systems of at
+most ``SPECTRAL_MAX_DIM`` elements whose matrices fit in memory, and LSQR otherwise; the result
+says which ran.
 
 In per-sample mode (the paper's setting) every sample is its own batch of one with its own ``J_n``;
-values then carry a sample dimension ``N`` and all ``K·N`` systems are solved in one batched CG.
+values then carry a sample dimension ``N`` and all ``K·N`` systems are solved together.
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass
@@ -21,10 +39,35 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .linearised_attack import OBJECTIVES, LinearisedAttack
 from .operators import DEFAULT_STRATEGY, InversionJacobian, LossFn
-from .solvers import cg, cgls, lanczos, power_iteration, random_on
+from .solvers import (
+    DenseSpectrum,
+    available_memory,
+    cg,
+    cgls,
+    default_tol,
+    dense_spectrum,
+    dense_spectrum_bytes,
+    lanczos,
+    lsqr,
+    power_iteration,
+    random_on,
+)
 
-METHODS = ("cg", "cgls")
+METHODS = ("auto", "spectral", "lsqr", "cg", "cgls")
+DEFAULT_EPS_REL = 1e-8
+"""Default damping relative to ``λ_max`` of each system (README.md, "Which damping")."""
+SPECTRAL_MAX_DIM = 4096
+"""``method="auto"`` uses the spectral route up to this many input elements per system (README.md)."""
+SPECTRAL_MIN_SOLVES = 4
+"""``method="auto"`` assembles the spectrum for this many perturbations solved together (or cached):
+on LeNet (D = 784) the assembly costs about as much as 3–4 small-damping LSQR/CG solves (README.md)."""
+ITERATIVE_EPS_REL = 1e-4
+"""``method="auto"`` uses CG from this relative damping up (it converges in tens of iterations there)."""
+SPECTRAL_BLOCK = 16
+"""Unit vectors per batched product when assembling a spectrum (LeNet float64: 2.5 ms per
+sample-tangent at 8–16, 3.5 ms at 64)."""
 
 
 @dataclass
@@ -34,20 +77,33 @@ class I2FResult:
     ``value`` shape: ``()`` for one ``δ``, ``(K,)`` for K; per-sample mode adds ``N`` at the end.
 
     Attributes:
-        value: ``‖(JᵀJ+εI)⁻¹Jᵀδ‖``.
-        shift: the predicted reconstruction shift ``(JᵀJ+εI)⁻¹Jᵀδ``, input-shaped (``S`` or ``(K, *S)``).
-        jt_delta_norm: ``‖Jᵀδ‖``, shaped like ``value``.
-        iterations, residual, converged: per system, shaped like ``value`` (true relative residual).
-        eps: the damping used.
+        value: ``‖Δ‖``, the predicted distance of the attack's reconstruction from ``x``
+            (``‖(JᵀJ+εI)⁻¹Jᵀδ‖`` for the L2 objective without weights: I²F).
+        rmse: ``value / √D``: the predicted per-element RMSE in the model's (normalised) input
+            space, directly comparable with :func:`i2f_fast.metrics.rmse` of a reconstruction.
+        shift: the predicted reconstruction shift ``Δ = x̂ − x``, input-shaped (``S`` or ``(K, *S)``).
+        jt_delta_norm: ``‖Aᵀ Π W^½ δ‖`` (``‖Jᵀδ‖`` for L2 without weights), shaped like ``value``.
+        iterations: solver iterations per system (0 for the spectral route).
+        residual: true relative residual ``‖b − (AᵀA+εI)Δ‖ / ‖b‖`` per system (iterative routes:
+            as reported by the solver, see :mod:`i2f_fast.solvers`).
+        converged: per system. Iterative routes: ``residual <= tol``. Spectral route: the normwise
+            backward error ``‖b − (AᵀA+εI)Δ‖ / ((λ_max+ε)‖Δ‖ + ‖b‖)`` is at most ``√u`` (u the float64
+            unit round-off): the solution is exact for a matrix within rounding of the assembled one.
+        eps: absolute damping ``ε`` per system, shaped like ``value``.
+        method: the solver that ran: ``"spectral"``, ``"lsqr"``, ``"cg"`` or ``"cgls"``.
+        objective: ``"l2"`` or ``"cosine"``.
     """
 
     value: torch.Tensor
+    rmse: torch.Tensor
     shift: torch.Tensor
     jt_delta_norm: torch.Tensor
     iterations: torch.Tensor
     residual: torch.Tensor
     converged: torch.Tensor
-    eps: float
+    eps: torch.Tensor
+    method: str
+    objective: str
 
 
 @dataclass
@@ -79,31 +135,54 @@ class EigenPairs:
 
 @dataclass
 class ExpectedI2F:
-    """``E‖I²F(δ)‖²`` for ``δ ~ N(0, σ²I)``: ``σ² tr((JᵀJ+εI)⁻² JᵀJ)``.
+    """``E‖Δ‖²`` for Gaussian gradient noise ``δ ~ N(0, σ²I)``.
 
     Attributes:
-        value: ``()`` (per-sample: ``(N,)``).
-        stderr: standard error of the estimate (zeros when exact).
-        method: ``"exact"`` (dense eigendecomposition) or ``"hutchinson"`` (Rademacher probes + CG).
+        value: ``()`` (per-sample: ``(N,)``): ``σ² tr((AᵀA+εI)⁻¹ C (AᵀA+εI)⁻¹)`` with ``C`` the
+            covariance of ``AᵀΠW^½δ`` per unit variance (``σ² Σ λ_i/(λ_i+ε)²`` for L2 without weights).
+        rmse: ``√(value / D)``: the predicted root-mean-square error per element.
+        stderr: standard error of ``value`` (zeros when exact).
+        method: ``"spectral"`` (exact, dense eigendecomposition) or ``"hutchinson"`` (Rademacher
+            probes, each one damped solve).
         num_probes: probes used (0 when exact).
+        eps: absolute damping per system, shaped like ``value``.
     """
 
     value: torch.Tensor
+    rmse: torch.Tensor
     stderr: torch.Tensor
     method: str
     num_probes: int
+    eps: torch.Tensor
+
+
+def _check_number(value, argument: str, *, positive: bool = False) -> float:
+    """``value`` as a finite float ``>= 0`` (``> 0`` with ``positive``), else ValueError naming it."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise ValueError(f"{argument} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
 
 
 def _check_eps(eps):
-    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    _check_number(eps, "eps")
+
+
+def _damping_arguments(eps, eps_rel) -> tuple[float | None, float | None]:
+    """``(eps, eps_rel)`` checked: exclusive; neither given → the calibrated ``DEFAULT_EPS_REL``."""
+    if eps is not None and eps_rel is not None:
+        raise ValueError("eps and eps_rel are exclusive: give the damping either absolutely or relative to λ_max")
+    if eps is not None:
+        _check_eps(eps)
+        return float(eps), None
+    return None, DEFAULT_EPS_REL if eps_rel is None else _check_number(eps_rel, "eps_rel", positive=True)
 
 
 class InversionInfluence:
     """I²F, its lower bound and the spectrum of ``JᵀJ`` for one model and input batch.
 
     Builds one :class:`InversionJacobian` (one forward + backward) and reuses it, and caches
-    ``λ_max``, so many perturbations, damping values and bounds cost only products.
+    ``λ_max`` and dense spectra, so many perturbations, damping values and bounds cost only products.
 
     Args:
         model, x, y, loss_fn, per_sample, strategy, onednn: as for :class:`InversionJacobian`.
@@ -131,7 +210,12 @@ class InversionInfluence:
         self._row_shape = shape[1:] if per_sample else shape
         self._rows_per_delta = shape[0] if per_sample else 1
         self._dtype, self._device = x.dtype, x.device
+        self._build = dict(model=model, x=x, y=y, loss_fn=loss_fn, strategy=strategy, onednn=onednn)
+        self._jacobian64: InversionJacobian | None = None
         self._top: dict[str, object] = {}
+        self._systems: dict[tuple, LinearisedAttack] = {}
+        self._spectra: dict[tuple, DenseSpectrum] = {}
+        self._lambda_max: dict[tuple, torch.Tensor] = {}
 
     @property
     def row_dim(self) -> int:
@@ -188,81 +272,237 @@ class InversionInfluence:
         shape = (K,) if batched else ()
         return shape + ((self.jacobian.num_samples,) if self.per_sample else ())
 
+    # ------------------------------------------------------------------- systems and spectra
+    def _element_weights(self, layer_weights, dtype) -> torch.Tensor | None:
+        """Per-layer weights (one per trainable parameter tensor, >= 0, not all 0) → ``(P,)``."""
+        if layer_weights is None:
+            return None
+        shapes = self.jacobian.param_shapes
+        try:
+            values = torch.as_tensor(layer_weights, dtype=torch.float64).reshape(-1)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"layer_weights must be a sequence of {len(shapes)} numbers, got {layer_weights!r}") from err
+        if values.numel() != len(shapes):
+            raise ValueError(
+                f"layer_weights must hold one weight per trainable parameter tensor ({len(shapes)}), got {values.numel()}"
+            )
+        if not torch.isfinite(values).all() or (values < 0).any() or not (values > 0).any():
+            raise ValueError(f"layer_weights must be finite, >= 0 and not all 0, got {values.tolist()}")
+        sizes = torch.tensor([math.prod(s) for s in shapes])
+        return values.repeat_interleave(sizes).to(dtype=dtype, device=self._device)
+
+    def _float64_jacobian(self) -> InversionJacobian:
+        """The operator in float64 (a copy of the model; the caller's is untouched) for the spectral route."""
+        if self._dtype == torch.float64:
+            return self.jacobian
+        if self._jacobian64 is None:
+            b = self._build
+            model64 = copy.deepcopy(b["model"]).to(torch.float64)
+            self._jacobian64 = InversionJacobian(
+                model64, b["x"].detach().to(torch.float64), b["y"], b["loss_fn"], per_sample=self.per_sample,
+                strategy=b["strategy"], onednn=b["onednn"],
+            )
+        return self._jacobian64
+
+    def _system_key(self, objective: str, layer_weights) -> tuple:
+        """Cache key of a system: the objective and the per-layer weights, checked."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        weights = self._element_weights(layer_weights, torch.float64)
+        return objective, None if weights is None else tuple(torch.as_tensor(layer_weights, dtype=torch.float64).reshape(-1).tolist())
+
+    def _system(self, objective: str, layer_weights, float64: bool = False) -> tuple[LinearisedAttack, tuple]:
+        """The linearised attack system (cached) and its cache key."""
+        key = self._system_key(objective, layer_weights)
+        dtype = torch.float64 if float64 else self._dtype
+        weights = self._element_weights(layer_weights, dtype)
+        full = key + (dtype,)
+        if full not in self._systems:
+            op = self._float64_jacobian() if float64 else self.jacobian
+            self._systems[full] = LinearisedAttack(op, objective, weights)
+        return self._systems[full], key
+
+    def _spectrum(self, system: LinearisedAttack, key: tuple) -> DenseSpectrum:
+        if key not in self._spectra:
+            n, D = self._rows_per_delta, self.row_dim
+            self._spectra[key] = dense_spectrum(
+                lambda v: system.normal(v.reshape(-1, *self._row_shape)).reshape(v.shape),
+                D, rows=n, dtype=torch.float64, device=self._device, block=SPECTRAL_BLOCK,
+            )
+        return self._spectra[key]
+
+    def spectrum(self, *, objective: str = "l2", layer_weights=None) -> DenseSpectrum:
+        """The full spectrum of every system's ``AᵀA`` (``JᵀJ`` for L2 without weights), float64.
+
+        Eigenvalues ``(n, D)`` ascending and eigenvectors ``(n, D, D)``, n = N per sample, else 1.
+        Assembled from ``⌈D/64⌉`` batched products and cached (see :func:`i2f_fast.solvers.dense_spectrum`)."""
+        system, key = self._system(objective, layer_weights, float64=True)
+        return self._spectrum(system, key)
+
+    def _choose_method(self, method: str, eps_rel: float | None = None, key: tuple | None = None, solves: int = 1) -> str:
+        """The route ``method="auto"`` takes for ``solves`` perturbations (module docstring): spectral
+        where the spectrum is cached, or for at least ``SPECTRAL_MIN_SOLVES`` perturbations at small
+        damping on small enough systems; CG where the damping keeps CG fast (an absolute ``eps``, or
+        ``eps_rel >= ITERATIVE_EPS_REL``); LSQR otherwise."""
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method != "auto":
+            return method
+        if key is not None and key in self._spectra:
+            return "spectral"
+        if eps_rel is None or eps_rel >= ITERATIVE_EPS_REL:
+            return "cg"
+        n, D = self._rows_per_delta, self.row_dim
+        fits = dense_spectrum_bytes(D, n, torch.float64) <= available_memory(self._device) // 2
+        return "spectral" if solves >= SPECTRAL_MIN_SOLVES and D <= SPECTRAL_MAX_DIM and fits else "lsqr"
+
+    def _system_lambda_max(self, system: LinearisedAttack, key: tuple, method: str) -> torch.Tensor:
+        """``λ_max(AᵀA)`` per system ``(n,)``: from the dense spectrum or by Lanczos (cached)."""
+        if method == "spectral":
+            return self._spectrum(system, key).eigenvalues[:, -1]
+        if key not in self._lambda_max:
+            if key == ("l2", None):
+                self._lambda_max[key] = self._eigen(1, "lanczos").eigenvalues[:, 0]
+            else:
+                res = lanczos(
+                    lambda v: system.normal(v.reshape(-1, *self._row_shape)).reshape(v.shape), self.row_dim, 1,
+                    rows=self._rows_per_delta, dtype=self._dtype, device=self._device, generator=self.generator,
+                )
+                self._lambda_max[key] = res.eigenvalues[:, 0]
+        return self._lambda_max[key]
+
+    def _damping(self, eps, eps_rel, system, key, method) -> torch.Tensor:
+        """Absolute damping per system, ``(n,)`` float64."""
+        if eps is not None:
+            return torch.full((self._rows_per_delta,), eps, dtype=torch.float64, device=self._device)
+        lam = self._system_lambda_max(system, key, method).to(torch.float64)
+        if not (lam > 0).all():
+            raise FloatingPointError(
+                "eps_rel needs λ_max > 0, but AᵀA is 0 for some system (the loss is flat in x, e.g. a saturated "
+                "softmax); give an absolute eps"
+            )
+        return eps_rel * lam
+
     # ---------------------------------------------------------------------------- I²F
     def i2f(
         self,
         delta,
-        eps: float = 1.0,
+        eps: float | None = None,
         *,
-        method: str = "cg",
+        eps_rel: float | None = None,
+        objective: str = "l2",
+        layer_weights=None,
+        method: str = "auto",
         tol: float | None = None,
         max_iter: int | None = None,
     ) -> I2FResult:
-        """``‖(JᵀJ + εI)⁻¹ Jᵀ δ‖`` for one or K perturbations, solved together.
+        """The attack's predicted shift ``Δ = (AᵀA + εI)⁻¹ AᵀΠW^½δ`` for one or K perturbations.
+
+        For ``objective="l2"`` without weights this is I²F, ``‖(JᵀJ + εI)⁻¹ Jᵀ δ‖``.
 
         Args:
             delta: flat ``(P,)``, ``(K, P)``, or a list of parameter-shaped tensors; per-sample mode
                 also accepts ``(N, P)`` (one δ per sample) and ``(K, N, P)``; ``(P,)`` is applied to
                 every sample.
-            eps: damping ``ε >= 0`` (the paper's code uses 1).
-            method: ``"cg"`` on the normal equations or ``"cgls"`` (better conditioned in float32).
-            tol, max_iter: solver controls (see :func:`i2f_fast.solvers.cg`).
+            eps: absolute damping ``ε >= 0`` (the paper's code uses 1). Exclusive with ``eps_rel``.
+            eps_rel: damping relative to each system's ``λ_max(AᵀA)``, ``> 0``. When neither is given,
+                ``eps_rel = DEFAULT_EPS_REL`` (the calibrated default, see the module docstring).
+            objective: the attack's objective: ``"l2"`` (DLG, the paper) or ``"cosine"`` (GS).
+            layer_weights: the attack's per-layer weights ``W`` (one ``>= 0`` per trainable parameter
+                tensor, as ``invert(layer_weights=...)``); ``None`` for equal weights.
+            method: ``"auto"``, ``"spectral"``, ``"lsqr"``, ``"cg"`` or ``"cgls"`` (module docstring).
+            tol, max_iter: controls of the iterative routes (see :mod:`i2f_fast.solvers`).
+
+        Returns:
+            :class:`I2FResult`; ``rmse`` is the prediction to compare with an attack's RMSE.
 
         Raises:
-            ValueError for a bad ``delta``/``eps``/``method``; FloatingPointError if the result is
-            not finite. Emits a RuntimeWarning when some systems did not converge.
+            ValueError for a bad argument (named); MemoryError when ``method="spectral"`` would not fit
+            (with the estimate); FloatingPointError if the result is not finite. Emits a
+            RuntimeWarning when some systems did not converge.
         """
-        _check_eps(eps)
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        op = self.jacobian
+        eps, eps_rel = _damping_arguments(eps, eps_rel)
         d, batched = self._as_delta(delta)
-        K = d.shape[0]
-        b = op.vjp(d)  # (K, *S)
-        if not torch.isfinite(b).all():
-            raise FloatingPointError("Jᵀδ is not finite: the model's second derivatives overflow; use float64")
-        b_rows = self._to_rows(b)
-        if method == "cg":
-            res = cg(self._gram_rows, b_rows, eps, tol=tol, max_iter=max_iter)
+        method = self._choose_method(method, eps_rel, self._system_key(objective, layer_weights), solves=d.shape[0])
+        system, key = self._system(objective, layer_weights, float64=method == "spectral")
+        K, P = d.shape[0], self.jacobian.num_params
+        damping = self._damping(eps, eps_rel, system, key, method)  # (n,)
+        row_damping = damping.repeat(K)  # (K·n,)
+        d_rows = d.reshape(-1, P)
+        if method == "spectral":
+            shift_rows, b_rows, residual, converged, iterations = self._solve_spectral(system, key, d_rows, damping)
         else:
-            P = op.num_params
-            res = cgls(
-                lambda v: op.jvp(self._from_rows(v)).reshape(-1, P),
-                lambda u: self._to_rows(op.vjp(u.reshape(d.shape))),
-                d.reshape(-1, P),
-                eps,
-                tol=tol,
-                max_iter=max_iter,
+            shift_rows, b_rows, residual, converged, iterations = self._solve_iterative(
+                system, method, d_rows, row_damping.to(self._dtype), tol, max_iter
             )
         vshape = self._values_shape(K, batched)
-        value = res.x.reshape(res.x.shape[0], -1).norm(dim=1)
+        value = shift_rows.reshape(shift_rows.shape[0], -1).norm(dim=1)
         if not torch.isfinite(value).all():
             raise FloatingPointError(
-                "I²F is not finite: JᵀJ + εI is numerically singular or the model's second derivatives "
+                "I²F is not finite: AᵀA + εI is numerically singular or the model's second derivatives "
                 "overflow; increase eps or use float64"
             )
-        if res.breakdown.any():
-            raise FloatingPointError(
-                f"I²F: CG broke down on {int(res.breakdown.sum())} systems (pᵀ(JᵀJ+εI)p <= 0 or not finite): "
-                "the Jacobian products are not finite or not symmetric positive semi-definite"
-            )
-        shift = self._from_rows(res.x)
-        if not res.converged.all():
+        if not converged.all():
             warnings.warn(
-                f"I²F: {int((~res.converged).sum())} of {res.converged.numel()} systems did not reach "
-                f"tol (worst relative residual {res.residual.max().item():.2e}); raise max_iter or eps",
+                f"I²F ({method}): {int((~converged).sum())} of {converged.numel()} systems did not converge "
+                f"(worst relative residual {residual.max().item():.2e}); raise max_iter or eps, or use method='spectral'",
                 RuntimeWarning,
                 stacklevel=2,
             )
+        shift = self._from_rows(shift_rows.to(self._dtype))
+        value = value.to(self._dtype)
         return I2FResult(
             value=value.reshape(vshape),
+            rmse=(value / math.sqrt(self.row_dim)).reshape(vshape),
             shift=shift if batched else shift[0],
-            jt_delta_norm=b_rows.reshape(b_rows.shape[0], -1).norm(dim=1).reshape(vshape),
-            iterations=res.iterations.reshape(vshape),
-            residual=res.residual.reshape(vshape),
-            converged=res.converged.reshape(vshape),
-            eps=float(eps),
+            jt_delta_norm=b_rows.reshape(b_rows.shape[0], -1).norm(dim=1).to(self._dtype).reshape(vshape),
+            iterations=iterations.reshape(vshape),
+            residual=residual.reshape(vshape),
+            converged=converged.reshape(vshape),
+            eps=row_damping.to(self._dtype).reshape(vshape),
+            method=method,
+            objective=objective,
         )
+
+    def _solve_spectral(self, system: LinearisedAttack, key, d_rows, damping):
+        """``Δ = V (Λ + ε)⁻¹ Vᵀ b`` per row in float64; ε = 0 is the pseudo-inverse (eigenvalues
+        below ``λ_max·D·u`` are treated as 0). Returns shift rows, b rows, residual, converged, iterations."""
+        spec = self._spectrum(system, key)
+        n, D = self._rows_per_delta, self.row_dim
+        b = system.rhs(d_rows.to(torch.float64)).reshape(-1, n, D)  # (K, n, D)
+        lam = spec.eigenvalues  # (n, D)
+        denom = lam + damping.unsqueeze(1)
+        cutoff = lam[:, -1:] * D * torch.finfo(torch.float64).eps
+        inverse = torch.where(denom > cutoff, 1 / denom.clamp_min(torch.finfo(torch.float64).tiny), 0)
+        coefficients = torch.einsum("nde,knd->kne", spec.eigenvectors, b) * inverse
+        shift = torch.einsum("nde,kne->knd", spec.eigenvectors, coefficients)  # (K, n, D)
+        # One product checks the solution against the operator itself (not the assembled matrix).
+        applied = system.normal(shift.reshape(-1, *self._row_shape)).reshape(shift.shape)
+        r = (b - applied - damping.reshape(1, n, 1) * shift).norm(dim=2)
+        b_norm, shift_norm = b.norm(dim=2), shift.norm(dim=2)
+        residual = (r / torch.where(b_norm > 0, b_norm, 1)).reshape(-1)
+        backward = r / ((lam[:, -1] + damping) * shift_norm + b_norm).clamp_min(torch.finfo(torch.float64).tiny)
+        converged = (backward <= torch.finfo(torch.float64).eps ** 0.5).reshape(-1)
+        iterations = torch.zeros(shift.shape[0] * n, dtype=torch.int64, device=self._device)
+        return shift.reshape(-1, *self._row_shape), b.reshape(-1, D), residual.to(self._dtype), converged, iterations
+
+    def _solve_iterative(self, system: LinearisedAttack, method, d_rows, row_damping, tol, max_iter):
+        """CG / CGLS / LSQR on the system in the model's dtype. Returns as :meth:`_solve_spectral`."""
+        b = system.rhs(d_rows)
+        if not torch.isfinite(b).all():
+            raise FloatingPointError("Jᵀδ is not finite: the model's second derivatives overflow; use float64")
+        if method == "cg":
+            res = cg(system.normal, b, row_damping, tol=tol, max_iter=max_iter)
+        elif method == "cgls":
+            res = cgls(system.apply, system.adjoint, system.target(d_rows), row_damping, tol=tol, max_iter=max_iter)
+        else:
+            res = lsqr(system.apply, system.adjoint, system.target(d_rows), row_damping, tol=tol, max_iter=max_iter)
+        if res.breakdown.any():
+            raise FloatingPointError(
+                f"I²F ({method}): {int(res.breakdown.sum())} systems broke down (non-finite or non-positive "
+                "curvature): the Jacobian products are not finite or not symmetric positive semi-definite"
+            )
+        return res.x, b, res.residual, res.converged, res.iterations
 
     def lower_bound(self, delta, *, method: str = "lanczos") -> LowerBoundResult:
         """``‖Jᵀδ‖ / λ_max(JᵀJ)`` (the paper's I²F_lb); ``delta`` as in :meth:`i2f`."""
@@ -327,56 +567,94 @@ class InversionInfluence:
     def expected_i2f_sq(
         self,
         sigma: float,
-        eps: float = 1.0,
+        eps: float | None = None,
         *,
-        exact_max_dim: int = 1024,
+        eps_rel: float | None = None,
+        objective: str = "l2",
+        layer_weights=None,
+        method: str = "auto",
         num_probes: int = 64,
         tol: float | None = None,
     ) -> ExpectedI2F:
-        """``E_δ ‖(JᵀJ+εI)⁻¹Jᵀδ‖²`` for Gaussian ``δ ~ N(0, σ²I_P)``.
+        """``E_δ ‖Δ‖²`` of the predicted shift for Gaussian gradient noise ``δ ~ N(0, σ²I_P)``.
 
-        Equals ``σ² Σ_i λ_i/(λ_i+ε)²`` over the eigenvalues of ``JᵀJ`` (``σ² Σ 1/λ_i`` over the
-        non-zero ones when ``ε = 0``). Exact by dense eigendecomposition when a system has at most
-        ``exact_max_dim`` input elements; otherwise a Hutchinson estimate with ``num_probes``
-        Rademacher probes ``z``, each costing one batched CG solve ``s = (JᵀJ+εI)⁻¹z`` and using
-        ``zᵀ(JᵀJ+εI)⁻¹JᵀJ(JᵀJ+εI)⁻¹z = sᵀz − ε‖s‖²``.
+        Equals ``σ² Σ_i λ_i/(λ_i+ε)²`` over the eigenvalues of ``JᵀJ`` for the L2 objective without
+        weights (``σ² Σ 1/λ_i`` over the non-zero ones when ``ε = 0``), and in general
+        ``σ² Σ_i (VᵀCV)_ii/(λ_i+ε)²`` with ``C`` the noise covariance of :class:`LinearisedAttack`.
+
+        Args:
+            sigma: noise standard deviation ``σ >= 0``.
+            eps, eps_rel, objective, layer_weights: as in :meth:`i2f`.
+            method: ``"auto"`` (the spectral route up to ``SPECTRAL_MAX_DIM`` elements per system
+                when it fits in memory, else Hutchinson), ``"spectral"`` (exact, float64) or ``"hutchinson"``: ``num_probes``
+                Rademacher probes ``z``, each one damped solve ``s = (AᵀA+εI)⁻¹z`` (LSQR would need a
+                parameter-space right-hand side, so this uses CG) and the estimate ``sᵀCs``.
+            num_probes: Hutchinson probes (>= 2). tol: CG tolerance of the Hutchinson solves.
+
+        Raises:
+            ValueError for bad arguments, and for ``eps = 0`` with Hutchinson (``AᵀA`` is singular
+            when ``P < D``).
         """
-        _check_eps(eps)
-        if not sigma >= 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        sigma = _check_number(sigma, "sigma")
+        eps, eps_rel = _damping_arguments(eps, eps_rel)
+        if method not in ("auto", "spectral", "hutchinson"):
+            raise ValueError(f"method must be 'auto', 'spectral' or 'hutchinson', got {method!r}")
+        if method == "auto":
+            # exact beats a noisy estimate at any damping: spectral wherever it fits
+            chosen = self._choose_method("auto", 0.0, self._system_key(objective, layer_weights), SPECTRAL_MIN_SOLVES)
+            method = "spectral" if chosen == "spectral" else "hutchinson"
         n, D = self._rows_per_delta, self.row_dim
         vshape = (n,) if self.per_sample else ()
-        if D <= exact_max_dim:
-            eye = torch.eye(D, dtype=self._dtype, device=self._device)
-            columns = []
-            for block in torch.split(eye, 128):
-                tangents = block.reshape(-1, 1, D).expand(-1, n, D).reshape(-1, *self.jacobian.input_shape)
-                columns.append(self.jacobian.gram(tangents).reshape(-1, n, D))
-            A = torch.cat(columns).transpose(0, 1)  # (n, D, D): A[m, j] = row j of A_m (symmetric)
-            lam = torch.linalg.eigvalsh(0.5 * (A + A.transpose(1, 2))).clamp_min(0)
-            if eps > 0:
-                terms = lam / (lam + eps) ** 2
+        if method == "spectral":
+            system, key = self._system(objective, layer_weights, float64=True)
+            damping = self._damping(eps, eps_rel, system, key, "spectral")
+            spec = self._spectrum(system, key)
+            lam, V = spec.eigenvalues, spec.eigenvectors
+            if system.weights is None:
+                energy = lam.clamp_min(0)  # C = AᵀA: (VᵀCV)_ii = λ_i
             else:
-                cutoff = lam.amax(dim=1, keepdim=True) * D * torch.finfo(self._dtype).eps
-                terms = torch.where(lam > cutoff, 1 / lam.clamp_min(torch.finfo(self._dtype).tiny), 0)
-            value = sigma**2 * terms.sum(dim=1)
-            return ExpectedI2F(value.reshape(vshape), torch.zeros_like(value).reshape(vshape), "exact", 0)
+                energy = self._project_covariance(system, V)
+            denom = lam + damping.unsqueeze(1)
+            cutoff = lam[:, -1:] * D * torch.finfo(torch.float64).eps
+            terms = torch.where(denom > cutoff, energy / denom.clamp_min(torch.finfo(torch.float64).tiny) ** 2, 0)
+            value = (sigma**2 * terms.sum(dim=1)).to(self._dtype)
+            return ExpectedI2F(
+                value.reshape(vshape), (value / D).sqrt().reshape(vshape), torch.zeros_like(value).reshape(vshape),
+                "spectral", 0, damping.to(self._dtype).reshape(vshape),
+            )
         if eps == 0:
-            raise ValueError("eps must be > 0 for the Hutchinson estimate (JᵀJ is singular when P < D)")
-        if num_probes < 2:
-            raise ValueError(f"num_probes must be >= 2, got {num_probes}")
+            raise ValueError("eps must be > 0 for the Hutchinson estimate (AᵀA is singular when P < D)")
+        if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 2:
+            raise ValueError(f"num_probes must be an int >= 2, got {num_probes!r}")
+        system, key = self._system(objective, layer_weights)
+        damping = self._damping(eps, eps_rel, system, key, "cg")
         z = random_on(self.generator, self._device, torch.randint, 0, 2, (num_probes * n, *self._row_shape))
         z = (2 * z - 1).to(self._dtype)
-        s = cg(self._gram_rows, z, eps, tol=tol).x
-        est = (s * z).reshape(num_probes, n, -1).sum(-1) - eps * (s * s).reshape(num_probes, n, -1).sum(-1)
-        value = sigma**2 * est.mean(0)
-        stderr = sigma**2 * est.std(0) / math.sqrt(num_probes)
-        return ExpectedI2F(value.reshape(vshape), stderr.reshape(vshape), "hutchinson", num_probes)
+        s = cg(system.normal, z, damping.repeat(num_probes).to(self._dtype), tol=tol).x
+        est = system.noise_energy(s).reshape(num_probes, n).to(torch.float64)
+        value = (sigma**2 * est.mean(0)).to(self._dtype)
+        stderr = (sigma**2 * est.std(0) / math.sqrt(num_probes)).to(self._dtype)
+        return ExpectedI2F(
+            value.reshape(vshape), (value / D).sqrt().reshape(vshape), stderr.reshape(vshape), "hutchinson",
+            num_probes, damping.to(self._dtype).reshape(vshape),
+        )
+
+    def _project_covariance(self, system: LinearisedAttack, V: torch.Tensor) -> torch.Tensor:
+        """``(VᵀCV)_ii`` per system, ``(n, D)``: the noise energy along each eigenvector."""
+        n, D = V.shape[0], V.shape[1]
+        energy = torch.empty(n, D, dtype=V.dtype, device=V.device)
+        for start in range(0, D, 64):
+            cols = V[:, :, start : start + 64].permute(2, 0, 1)  # (m, n, D): eigenvector j of every system
+            energy[:, start : start + cols.shape[0]] = system.noise_energy(cols.reshape(-1, *self._row_shape)).reshape(
+                cols.shape[0], n
+            ).T
+        return energy
 
 
 # --------------------------------------------------------------------------- functional API
-def i2f(model, x, y, delta, eps: float = 1.0, *, loss_fn=None, per_sample=False, strategy=DEFAULT_STRATEGY, **kw):
-    """``I²F = ‖(JᵀJ + εI)⁻¹ Jᵀ δ‖``; see :meth:`InversionInfluence.i2f` for ``delta`` and options."""
+def i2f(model, x, y, delta, eps: float | None = None, *, loss_fn=None, per_sample=False, strategy=DEFAULT_STRATEGY, **kw):
+    """The predicted shift and I²F = ``‖(JᵀJ + εI)⁻¹ Jᵀ δ‖``; see :meth:`InversionInfluence.i2f` for
+    ``delta``, the damping (calibrated by default), ``objective``, ``layer_weights`` and ``method``."""
     return InversionInfluence(model, x, y, loss_fn, per_sample=per_sample, strategy=strategy).i2f(delta, eps, **kw)
 
 
@@ -398,7 +676,7 @@ def top_eigenpairs(model, x, y, k: int, *, loss_fn=None, per_sample=False, strat
     return inf.top_eigenpairs(k)
 
 
-def expected_i2f_sq(model, x, y, sigma, eps: float = 1.0, *, loss_fn=None, per_sample=False, **kw):
-    """``E‖I²F‖²`` for ``δ ~ N(0, σ²I)``; see :meth:`InversionInfluence.expected_i2f_sq`."""
+def expected_i2f_sq(model, x, y, sigma, eps: float | None = None, *, loss_fn=None, per_sample=False, **kw):
+    """``E‖Δ‖²`` for ``δ ~ N(0, σ²I)``; see :meth:`InversionInfluence.expected_i2f_sq`."""
     inf = InversionInfluence(model, x, y, loss_fn, per_sample=per_sample)
     return inf.expected_i2f_sq(sigma, eps, **kw)

@@ -52,21 +52,26 @@ def default_check_every(device: torch.device) -> int:
     return 1 if torch.device(device).type == "cpu" else 10
 
 
-def _check_solver_args(b, eps, tol, max_iter, check_every):
+def _check_solver_args(b, eps, tol, max_iter, check_every) -> torch.Tensor:
+    """Validates the common arguments; returns the damping as a ``(B, 1)`` column, one per row."""
     if not isinstance(b, torch.Tensor) or b.dim() < 2:
         raise ValueError("b must be a tensor with a leading row dimension: shape (B, ...)")
     if not b.is_floating_point():
         raise TypeError(f"b must be a floating-point tensor, got {b.dtype}")
     if not torch.isfinite(b).all():
         raise ValueError("b contains NaN or Inf")
-    if eps < 0 or not math.isfinite(eps):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    if isinstance(eps, torch.Tensor):
+        if eps.numel() not in (1, b.shape[0]) or not torch.isfinite(eps).all() or (eps < 0).any():
+            raise ValueError(f"eps must hold finite numbers >= 0, one or one per row (B={b.shape[0]}), got {eps}")
+    elif isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0 or not math.isfinite(eps):
+        raise ValueError(f"eps must be a finite number >= 0 or a (B,) tensor of them, got {eps!r}")
     if tol is not None and not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
     if max_iter is not None and max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if check_every is not None and check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
+    return torch.as_tensor(eps, dtype=b.dtype, device=b.device).reshape(-1, 1).expand(b.shape[0], 1)
 
 
 def cg(
@@ -86,7 +91,7 @@ def cg(
         matvec: ``(B, ...) -> (B, ...)`` applies the symmetric positive semi-definite ``A`` to every
             row (rows must not interact).
         b: ``(B, ...)`` right-hand sides, float32 or float64.
-        eps: Tikhonov damping ``ε >= 0`` added to ``A``.
+        eps: Tikhonov damping ``ε >= 0`` added to ``A``: one number or a ``(B,)`` tensor, one per row.
         tol: relative residual tolerance per row (default: ``default_tol(b.dtype)``).
         max_iter: iteration cap (default ``min(10·D, 1000)``, ``D`` = elements per row).
         x0: optional ``(B, ...)`` starting point (default zero, the unbiased start).
@@ -106,7 +111,8 @@ def cg(
     Returns:
         :class:`CGResult`.
     """
-    _check_solver_args(b, eps, tol, max_iter, check_every)
+    damping = _check_solver_args(b, eps, tol, max_iter, check_every)
+    damped = bool((damping > 0).any())
     graphed = cuda_graphs.wanted(b.device, cuda_graph)
     shape, rows = b.shape, b.shape[0]
     b2 = b.reshape(rows, -1)
@@ -117,7 +123,7 @@ def cg(
 
     def apply(v):
         Av = matvec(v.reshape(shape)).reshape(rows, dim)
-        return torch.add(Av, v, alpha=eps) if eps else Av
+        return torch.addcmul(Av, damping, v) if damped else Av
 
     if x0 is None:
         x = torch.zeros_like(b2)
@@ -227,7 +233,7 @@ def cgls(
     Returns:
         :class:`CGResult` with ``x`` shaped ``(B, *in_shape)``.
     """
-    _check_solver_args(b, eps, tol, max_iter, check_every)
+    damping = _check_solver_args(b, eps, tol, max_iter, check_every).reshape(-1)
     rows = b.shape[0]
     tol = default_tol(b.dtype) if tol is None else tol
 
@@ -252,13 +258,13 @@ def cgls(
 
     for it in range(1, max_iter + 1):
         q = apply_A(p)
-        curvature = dot(q, q) + eps * dot(p, p)
+        curvature = dot(q, q) + damping * dot(p, p)
         step = active & torch.isfinite(curvature) & (curvature > 0)
         breakdown |= active & ~step
         alpha = torch.where(step, gamma / torch.where(step, curvature, 1), 0)
         x = torch.where(expand(step, x), x + expand(alpha, p) * p, x)
         r = torch.where(expand(step, r), r - expand(alpha, q) * q, r)
-        s = apply_AT(r) - eps * x
+        s = apply_AT(r) - expand(damping, x) * x
         gamma_new = torch.where(step, dot(s, s), gamma)
         beta = torch.where(step & (gamma > 0), gamma_new / torch.where(gamma > 0, gamma, 1), 0)
         p = torch.where(expand(step, p), s + expand(beta, p) * p, p)
@@ -268,7 +274,7 @@ def cgls(
         if (it % check_every == 0 or it == max_iter) and not bool(active.any()):
             break
 
-    normal_residual = apply_AT(b - apply_A(x)) - eps * x
+    normal_residual = apply_AT(b - apply_A(x)) - expand(damping, x) * x
     residual = dot(normal_residual, normal_residual).sqrt() / torch.where(atb_norm > 0, atb_norm, 1)
     return CGResult(
         x=x, iterations=iterations, residual=residual, converged=residual <= tol, breakdown=breakdown
@@ -432,3 +438,208 @@ def power_iteration(
         residual=res.unsqueeze(1),
         converged=res.unsqueeze(1) <= tol,
     )
+
+
+def lsqr(
+    apply_A: Matvec,
+    apply_AT: Matvec,
+    b: torch.Tensor,
+    eps: float | torch.Tensor = 0.0,
+    *,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    check_every: int | None = None,
+) -> CGResult:
+    """Solve ``min_x ‖A x − b‖² + ε‖x‖²`` row by row with damped LSQR (Paige & Saunders, 1982).
+
+    The same Krylov space as :func:`cgls`, but built by Golub–Kahan bidiagonalisation with the
+    damping folded in by plane rotations, so the iteration works with ``A`` (condition number
+    ``√κ``) rather than ``AᵀA`` (``κ``).
+
+    Args:
+        apply_A: ``(B, *in_shape) -> (B, *out_shape)``; rows must not interact.
+        apply_AT: ``(B, *out_shape) -> (B, *in_shape)``, the adjoint of ``apply_A``.
+        b: ``(B, *out_shape)`` right-hand sides, float32 or float64.
+        eps: damping ``ε >= 0``, one number or a ``(B,)`` tensor (one per row).
+        tol: per row, stop when the recursive estimate of the normal-equation residual
+            ``‖Aᵀ(b − Ax) − εx‖`` falls to ``tol/2 · ‖Aᵀb‖`` (default :func:`default_tol`), the
+            criterion of :func:`cgls`, which bounds the error of ``x`` and not only a backward error.
+        max_iter: iteration cap (default ``min(10·n, 2000)``, ``n`` = elements of one solution row).
+        check_every: iterations between host reads of the convergence mask.
+
+    Returns:
+        :class:`CGResult` with ``x`` shaped ``(B, *in_shape)``. ``residual`` is the true relative
+        residual ``‖Aᵀ(b − Ax) − εx‖ / ‖Aᵀb‖`` recomputed at exit (0 for ``Aᵀb = 0``). ``converged``:
+        ``residual <= tol``, or the recursion met its test and the recomputed residual is within its
+        own rounding floor ``10·u·‖Ā‖·‖r̄‖ / ‖Aᵀb‖`` (``u`` the unit round-off, ``‖Ā‖`` the
+        bidiagonalisation's Frobenius estimate of ``[A; √ε I]``, ``r̄ = [b − Ax; −√ε x]``): in
+        float32, when ``b`` lies mostly outside the range of ``A``, ``Aᵀ`` amplifies the rounding of
+        ``b − Ax`` past ``tol`` although ``x`` is as accurate as the arithmetic allows.
+        ``breakdown`` marks rows whose recurrences produced a non-finite number (their ``x`` is the
+        last finite iterate).
+    """
+    eps_rows = _check_solver_args(b, eps, tol, max_iter, check_every).reshape(-1)
+    rows = b.shape[0]
+    tol = default_tol(b.dtype) if tol is None else tol
+    check_every = default_check_every(b.device) if check_every is None else check_every
+    tiny = torch.finfo(b.dtype).tiny
+
+    def norm(t):
+        return t.reshape(rows, -1).norm(dim=1)
+
+    def expand(s, like):
+        return s.reshape((rows,) + (1,) * (like.dim() - 1))
+
+    def safe_div(t, s):
+        return t / expand(torch.where(s > 0, s, 1), t)
+
+    b_norm = norm(b)
+    beta = b_norm.clone()
+    u = safe_div(b, beta)
+    v = apply_AT(u)
+    alpha = norm(v)
+    v = safe_div(v, alpha)
+    max_iter = min(10 * v[0].numel(), 2000) if max_iter is None else max_iter
+    x = torch.zeros_like(v)
+    w = v.clone()
+    phibar, rhobar = beta.clone(), alpha.clone()
+    anorm_sq = alpha**2  # Frobenius estimate of ‖Ā‖², grown by every bidiagonalisation step
+    damping_residual_sq = torch.zeros_like(beta)  # ‖√ε x‖² part of ‖r̄‖², accumulated by the rotations
+    active = (alpha > 0) & (beta > 0)  # Aᵀb = 0 or b = 0: x = 0 is the solution
+    iterations = torch.zeros(rows, dtype=torch.int64, device=b.device)
+    breakdown = torch.zeros(rows, dtype=torch.bool, device=b.device)
+    atb_norm = alpha * beta
+    threshold = tol / 2 * atb_norm
+    met = ~active  # rows whose recursion met its test
+
+    for it in range(1, max_iter + 1):
+        u_new = apply_A(v) - expand(alpha, u) * u
+        beta_new = norm(u_new)
+        u_new = safe_div(u_new, beta_new)
+        v_new = apply_AT(u_new) - expand(beta_new, v) * v
+        alpha_new = norm(v_new)
+        v_new = safe_div(v_new, alpha_new)
+        # Eliminate the damping row, then the subdiagonal β (two plane rotations).
+        rhobar1 = torch.sqrt(rhobar**2 + eps_rows)
+        cs1, sn1 = rhobar / rhobar1.clamp_min(tiny), eps_rows.sqrt() / rhobar1.clamp_min(tiny)
+        psi, phibar1 = sn1 * phibar, cs1 * phibar
+        rho = torch.sqrt(rhobar1**2 + beta_new**2)
+        cs, sn = rhobar1 / rho.clamp_min(tiny), beta_new / rho.clamp_min(tiny)
+        theta, phi = sn * alpha_new, cs * phibar1
+        x_new = x + expand(phi / rho.clamp_min(tiny), w) * w
+        w_new = v_new - expand(theta / rho.clamp_min(tiny), w) * w
+        phibar_new = sn * phibar1
+        anorm_sq_new = anorm_sq + beta_new**2 + alpha_new**2 + eps_rows
+        damping_sq_new = damping_residual_sq + psi**2
+        finite = torch.isfinite(x_new.reshape(rows, -1)).all(dim=1) & torch.isfinite(phibar_new) & torch.isfinite(
+            anorm_sq_new
+        )
+        breakdown |= active & ~finite
+        step = active & finite
+        keep = lambda new, old: torch.where(expand(step, old), new, old) if old.dim() > 1 else torch.where(step, new, old)  # noqa: E731
+        x, w, u, v = keep(x_new, x), keep(w_new, w), keep(u_new, u), keep(v_new, v)
+        alpha, phibar, rhobar = keep(alpha_new, alpha), keep(phibar_new, phibar), keep(-cs * alpha_new, rhobar)
+        anorm_sq, damping_residual_sq = keep(anorm_sq_new, anorm_sq), keep(damping_sq_new, damping_residual_sq)
+        iterations += step
+        arnorm = alpha_new * (sn * phi).abs()  # ‖Āᵀr̄‖ of the new iterate
+        # β = 0 or α = 0: the Krylov space is exhausted and x is exact.
+        done = (arnorm <= threshold) | (beta_new == 0) | (alpha_new == 0)
+        met |= step & done
+        active = step & ~done
+        if (it % check_every == 0 or it == max_iter) and not bool(active.any()):
+            break
+
+    r = b - apply_A(x)
+    rnorm = torch.sqrt(norm(r) ** 2 + eps_rows * norm(x) ** 2)
+    scale = torch.where(atb_norm > 0, atb_norm, 1)
+    residual = norm(apply_AT(r) - expand(eps_rows, x) * x) / scale
+    floor = 10 * torch.finfo(b.dtype).eps * anorm_sq.sqrt() * rnorm / scale
+    converged = (residual <= tol) | (met & (residual <= floor))
+    return CGResult(x=x, iterations=iterations, residual=residual, converged=converged, breakdown=breakdown)
+
+
+@dataclass
+class DenseSpectrum:
+    """Full eigendecomposition of B symmetric ``D × D`` operators, ``A_b = V diag(λ) Vᵀ``.
+
+    Attributes:
+        eigenvalues: ``(B, D)`` ascending.
+        eigenvectors: ``(B, D, D)``, column ``i`` of ``eigenvectors[b]`` belongs to ``eigenvalues[b, i]``.
+        symmetry_error: ``(B,)`` ``‖A − Aᵀ‖_F / ‖A‖_F`` of the assembled matrices (rounding in the
+            products; a large value means the operator is not symmetric).
+    """
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    symmetry_error: torch.Tensor
+
+
+def available_memory(device: torch.device | str) -> int:
+    """Bytes that can still be allocated on ``device``: free GPU memory, or the host's MemAvailable."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def dense_spectrum_bytes(dim: int, rows: int, dtype: torch.dtype) -> int:
+    """Peak memory of :func:`dense_spectrum`: the matrices, their eigenvectors and LAPACK's workspace
+    (about three ``B × D × D`` arrays)."""
+    return 3 * rows * dim * dim * torch.empty((), dtype=dtype).element_size()
+
+
+def dense_spectrum(
+    matvec: Matvec,
+    dim: int,
+    *,
+    rows: int = 1,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    block: int = 64,
+) -> DenseSpectrum:
+    """Assemble B symmetric operators column by column from ``matvec`` and diagonalise them.
+
+    Args:
+        matvec: ``(m·B, D) -> (m·B, D)``: row ``i·B + b`` is a vector of operator ``b`` (the same
+            convention as :func:`lanczos`, with ``m`` copies of every operator per call).
+        dim: ``D``. rows: ``B``.
+        dtype, device: of the assembled matrices (use float64: the small eigenvalues, which
+            govern a damped inverse, are lost to rounding in float32).
+        block: unit vectors per ``matvec`` call (``m``); the products are batched over them.
+
+    Cost: ``⌈D/block⌉`` batched products and one ``eigh`` of ``(B, D, D)``.
+
+    Raises:
+        MemoryError: before any work, when :func:`dense_spectrum_bytes` exceeds
+            :func:`available_memory`; the message gives both numbers.
+    """
+    needed, free = dense_spectrum_bytes(dim, rows, dtype), available_memory(device)
+    if needed > free:
+        raise MemoryError(
+            f"the dense spectral route needs about {needed / 2**30:.2f} GiB for {rows} system(s) of dimension "
+            f"{dim} ({rows} × {dim}² × 3 × {torch.empty((), dtype=dtype).element_size()} bytes), but only "
+            f"{free / 2**30:.2f} GiB are available on {torch.device(device)}; use method='lsqr'"
+        )
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    matrix = torch.empty(rows, dim, dim, dtype=dtype, device=device)
+    for start in range(0, dim, block):
+        m = min(block, dim - start)
+        unit = torch.zeros(m, rows, dim, dtype=dtype, device=device)
+        unit[torch.arange(m), :, torch.arange(start, start + m)] = 1
+        # Column j of A_b (= row j, A is symmetric) for j in [start, start + m).
+        matrix[:, start : start + m] = matvec(unit.reshape(m * rows, dim)).reshape(m, rows, dim).transpose(0, 1)
+    skew = (matrix - matrix.transpose(1, 2)).flatten(1).norm(dim=1)
+    symmetry_error = skew / matrix.flatten(1).norm(dim=1).clamp_min(torch.finfo(dtype).tiny)
+    matrix = 0.5 * (matrix + matrix.transpose(1, 2))
+    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+    return DenseSpectrum(eigenvalues, eigenvectors, symmetry_error)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from i2f_fast import cg, cgls, lanczos, power_iteration
+from i2f_fast.solvers import dense_spectrum, lsqr
 
 
 def spd_batch(B, D, cond=100.0, seed=0, dtype=torch.float64):
@@ -121,6 +122,100 @@ def test_cgls_matches_regularised_least_squares(eps):
     expected = torch.linalg.solve(normal, torch.einsum("bij,bi->bj", M, b))
     torch.testing.assert_close(res.x, expected, rtol=1e-9, atol=1e-10)
     assert res.converged.all()
+
+
+def ill_conditioned_rectangular(rows, m, n, cond, seed, dtype=torch.float64):
+    """``(rows, m, n)`` matrices with singular values spread log-uniformly over ``[1/cond, 1]``."""
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(rows, m, n, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(rows, n, n, generator=g, dtype=torch.float64))[0]
+    s = torch.logspace(0, -torch.log10(torch.tensor(cond)).item(), n, dtype=torch.float64)
+    return ((U * s) @ V.transpose(1, 2)).to(dtype)
+
+
+def apply_pair(M):
+    return (lambda x: torch.einsum("bij,bj->bi", M, x), lambda r: torch.einsum("bij,bi->bj", M, r))
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6, 0.3])
+def test_lsqr_matches_regularised_least_squares_with_a_damping_per_row(eps):
+    M = ill_conditioned_rectangular(3, 40, 15, 1e3, 5)
+    b = torch.randn(3, 40, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    damping = eps * torch.tensor([1.0, 0.1, 10.0], dtype=torch.float64)
+    res = lsqr(*apply_pair(M), b, damping, tol=1e-12)
+    normal = M.transpose(1, 2) @ M + damping.reshape(3, 1, 1) * torch.eye(15, dtype=M.dtype)
+    expected = torch.linalg.solve(normal, torch.einsum("bij,bi->bj", M, b))
+    torch.testing.assert_close(res.x, expected, rtol=1e-8, atol=1e-10)
+    assert res.converged.all() and not res.breakdown.any() and (res.residual <= 1e-12).all()
+
+
+@pytest.mark.parametrize("cond", [1e2, 1e4])
+def test_lsqr_in_float32_converges_or_says_it_did_not(cond):
+    M = ill_conditioned_rectangular(2, 120, 60, cond, 7)
+    b = torch.randn(2, 120, generator=torch.Generator().manual_seed(8), dtype=torch.float64)  # inconsistent
+    res = lsqr(*apply_pair(M.float()), b.float(), 1e-8, tol=1e-5, max_iter=2000)
+    normal = M.transpose(1, 2) @ M + 1e-8 * torch.eye(60, dtype=torch.float64)
+    expected = torch.linalg.solve(normal, torch.einsum("bij,bi->bj", M, b))
+    error = (res.x.double() - expected).norm(dim=1) / expected.norm(dim=1)
+    accurate = error <= 1e-3
+    assert torch.equal(res.converged, accurate)
+    assert res.converged.all() == (cond < 1e3)  # κ(AᵀA) = 1e8 is past float32
+
+
+def test_lsqr_zero_rhs_row_stays_zero_and_multidim_rows():
+    M = ill_conditioned_rectangular(2, 12, 6, 10.0, 9)
+    b = torch.randn(2, 3, 4, dtype=torch.float64)
+    b[1] = 0
+    res = lsqr(lambda x: torch.einsum("bij,bj->bi", M, x.reshape(2, 6)).reshape(2, 3, 4),
+               lambda r: torch.einsum("bij,bi->bj", M, r.reshape(2, 12)).reshape(2, 2, 3), b, 0.1, tol=1e-12)
+    assert res.x.shape == (2, 2, 3) and res.x[1].abs().max() == 0 and res.residual[1] == 0 and res.converged.all()
+
+
+def test_lsqr_reports_non_convergence_and_non_finite_products():
+    M = ill_conditioned_rectangular(1, 50, 30, 1e4, 10)
+    b = torch.randn(1, 50, dtype=torch.float64)
+    res = lsqr(*apply_pair(M), b, 0.0, tol=1e-12, max_iter=3)
+    assert not res.converged.any() and res.iterations.item() == 3 and res.residual.item() > 1e-12
+    apply_A, apply_AT = apply_pair(M)
+    calls = []
+
+    def poisoned(x):
+        calls.append(1)
+        return apply_A(x) * (float("nan") if len(calls) > 2 else 1.0)
+
+    bad = lsqr(poisoned, apply_AT, b, 0.0, tol=1e-12, max_iter=10)
+    assert bad.breakdown.all() and torch.isfinite(bad.x).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(eps=-1.0), "eps must be"),
+    (dict(eps=torch.tensor([1.0, -1.0])), "eps must hold"),
+    (dict(eps=torch.ones(3)), "one per row"),
+    (dict(tol=0.0), "tol must be"),
+    (dict(max_iter=0), "max_iter must be"),
+])
+def test_lsqr_bad_arguments(kwargs, match):
+    M = ill_conditioned_rectangular(2, 8, 4, 10.0, 11)
+    with pytest.raises(ValueError, match=match):
+        lsqr(*apply_pair(M), torch.randn(2, 8, dtype=torch.float64), **kwargs)
+
+
+def test_dense_spectrum_assembles_and_diagonalises_batched_operators():
+    A, lam = spd_batch(3, 50, cond=1e6)
+    spec = dense_spectrum(lambda v: torch.einsum("bij,mbj->mbi", A, v.reshape(-1, 3, 50)).reshape(v.shape), 50,
+                          rows=3, block=16)
+    torch.testing.assert_close(spec.eigenvalues, lam.sort(dim=1).values, rtol=1e-9, atol=1e-12)
+    V = spec.eigenvectors
+    torch.testing.assert_close(V @ torch.diag_embed(spec.eigenvalues) @ V.transpose(1, 2), A, rtol=1e-9, atol=1e-12)
+    assert (spec.symmetry_error < 1e-14).all()
+
+
+def test_dense_spectrum_refuses_what_does_not_fit(monkeypatch):
+    import i2f_fast.solvers as solvers
+
+    monkeypatch.setattr(solvers, "available_memory", lambda device: 10**6)
+    with pytest.raises(MemoryError, match="needs about 0.02 GiB .* 10 system"):
+        dense_spectrum(lambda v: v, 300, rows=10)
 
 
 @pytest.mark.parametrize("k", [1, 3])
