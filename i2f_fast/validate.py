@@ -150,6 +150,7 @@ def validate(
     grad_tol: float = 1e-6,
     eps_rel: float = LIMIT_EPS_REL,
     layer_weights: Sequence[float] | None = None,
+    method: str = "auto",
     bounds: tuple | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -178,6 +179,8 @@ def validate(
             :data:`LIMIT_EPS_REL` is the converged attacker's limit ε → 0.
         layer_weights: the attack's per-layer weights (one ``>= 0`` per trainable parameter tensor),
             used by the prediction and both attacks.
+        method: the prediction's solver (:meth:`InversionInfluence.i2f
+            <i2f_fast.influence.InversionInfluence.i2f>`: ``"auto"``, ``"spectral"``, ``"lsqr"``, ...).
         bounds: ``(lower, upper)`` box of the global attack (e.g. ``ImageBatch.pixel_bounds``); None:
             no box. The local attack never uses one (the optimum is inside the box).
         generator: ``torch.Generator`` for the global attack's random starts.
@@ -189,8 +192,8 @@ def validate(
     Raises:
         TypeError / ValueError naming the argument: ``model`` not a module; unknown ``objective``;
         ``restarts`` / ``iterations`` / ``local_iterations`` < 1; negative ``grad_tol``; ``delta``
-        of the wrong shape or not finite; bad ``x``, ``y``, ``eps_rel``, ``layer_weights`` or
-        ``bounds`` (checked by :class:`InversionInfluence` and :func:`invert`).
+        of the wrong shape or not finite; bad ``x``, ``y``, ``eps_rel``, ``layer_weights``, ``method``
+        or ``bounds`` (checked by :class:`InversionInfluence` and :func:`invert`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -209,7 +212,7 @@ def validate(
 
     start = time.perf_counter()
     influence = InversionInfluence(model64, x64, y, per_sample=True, generator=generator)
-    pred = influence.i2f(deltas, eps_rel=eps_rel, objective=objective, layer_weights=layer_weights)
+    pred = influence.i2f(deltas, eps_rel=eps_rel, objective=objective, layer_weights=layer_weights, method=method)
     clean = influence.jacobian.gradient.detach()  # (N, P): each sample's own gradient
     seconds = {"prediction": time.perf_counter() - start, "local": 0.0, "global": 0.0}
 
