@@ -15,6 +15,16 @@ from i2f_fast.validate import LinearRegime, linear_regime, validate
 SIZE = 12  # 12×12 digits: LeNet's local attack converges in a few hundred L-BFGS iterations
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread, as the command's default: these per-sample problems are tiny, and a second
+    thread on cores shared with other work made them 10-40x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _lenet():
     return lenet(image_size=SIZE, generator=torch.Generator().manual_seed(0)).eval()
 
@@ -39,7 +49,7 @@ def test_local_attack_lands_on_the_prediction_at_small_noise(build):
     model = build()
     batch = digits(n=2, image_size=SIZE)
     res = validate(model, batch.images, batch.labels, _noise(model, 2, [1e-6])[0], eps_rel=1e-10, **QUICK_GLOBAL)
-    assert res.method == "spectral" and res.attack == "dlg" and res.local_ratio.shape == (2,)
+    assert res.attack == "dlg" and res.local_ratio.shape == (2,)
     assert res.local_converged.all()
     assert ((res.local_ratio - 1).abs() <= 0.10).all(), res.local_ratio
     assert (res.local_cosine >= 0.98).all(), res.local_cosine
