@@ -9,7 +9,8 @@ Quick start::
     batch = digits(n=1)
     model = lenet()
     delta = 1e-2 * torch.randn(sum(p.numel() for p in model.parameters()))
-    print(i2f_fast.i2f(model, batch.images, batch.labels, delta, eps=1.0).value)
+    res = i2f_fast.i2f(model, batch.images, batch.labels, delta)   # calibrated damping 1e-8·λ_max
+    print(res.value, res.rmse)   # predicted ‖x̂ − x‖ of the DLG attack, and per-element RMSE
 """
 from .attack import AttackResult, invert
 from .backend import BackendUnavailableError, use_backend
@@ -26,7 +27,7 @@ from .influence import (
     top_eigenpairs,
 )
 from .operators import InversionJacobian
-from .solvers import CGResult, EigenResult, cg, cgls, lanczos, power_iteration
+from .solvers import CGResult, DenseSpectrum, EigenResult, cg, cgls, lanczos, lsqr, power_iteration
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "AttackResult",
     "BackendUnavailableError",
     "CGResult",
+    "DenseSpectrum",
     "EigenPairs",
     "EigenResult",
     "ExpectedI2F",
@@ -48,6 +50,7 @@ __all__ = [
     "i2f_lower_bound",
     "invert",
     "lanczos",
+    "lsqr",
     "max_eigenvalue",
     "power_iteration",
     "top_eigenpairs",

@@ -23,6 +23,7 @@ import torch
 from . import __version__
 from .attack import ATTACKS, INITS, OPTIMIZERS
 from .data import DATASETS, load_dataset
+from .experiments.output import damping_label
 from .defenses import DEFENSES
 from .influence import DEFAULT_EPS_REL, InversionInfluence
 from .models import INIT_SCHEMES, MODELS, build_model
@@ -31,12 +32,15 @@ from .validate import LIMIT_EPS_REL, OBJECTIVE_ATTACKS
 # `compare` and `validate` run one small per-sample problem at a time, on 1 thread by default: a second thread
 # gains little there and cost 10-40x on cores shared with other work (measured: 3.8 s vs 42 s per validate
 # system on 2 busy cores).
-COMPARE_STRENGTHS = [1e-8, 1e-6, 1e-4]  # Gaussian variances: 4 decades, predicted RMSE ~2e-3 to ~0.3 (5 levels: 5.4 min on busy cores)
-COMPARE_IMAGE_SIZE = 16  # 28x28 LeNet: 1000 Adam iterations stop far short of the optimum (JᵀJ conditioned ~1e-7) and 8x5 attacks take ~10 min
+# compare: Gaussian variances over 4 decades (predicted RMSE ~2e-3 to ~0.3); five levels took up to 5.4 min.
+COMPARE_STRENGTHS = [1e-8, 1e-6, 1e-4]
+# 28x28 LeNet: Adam stops far short of the optimum (JᵀJ down to ~1e-7·λ_max) and 8 x 5 attacks took ~10 min.
+COMPARE_IMAGE_SIZE = 16
 VALIDATE_IMAGE_SIZE = 12  # the local attack converges there in a few hundred L-BFGS iterations (16x16: thousands)
 VALIDATE_VARIANCES = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3]
 
-COLUMNS = ("sample", "label", "variance", "jt_delta_norm", "lambda_max", "i2f_lower_bound", "i2f", "cg_iterations", "seconds")
+COLUMNS = ("sample", "label", "variance", "jt_delta_norm", "lambda_max", "i2f_lower_bound", "i2f", "rmse", "expected_rmse",
+           "iterations", "seconds")
 
 
 def _positive_float(text: str) -> float:
@@ -59,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--init", choices=INIT_SCHEMES, default=None, help="weight initialisation (default: the model's)")
     demo.add_argument("--samples", type=int, default=8, help="number of samples (default 8)")
     demo.add_argument("--variances", type=_positive_float, nargs="+", default=[1e-5, 1e-4, 1e-3])
-    demo.add_argument("--eps", type=float, default=1.0, help="damping ε of I²F (the paper's code uses 1)")
+    _add_damping_args(demo)
     demo.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -79,10 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--strengths", type=float, nargs="+", default=COMPARE_STRENGTHS,
                          help="defense strengths (default Gaussian variances "
                               f"{' '.join(f'{s:g}' for s in COMPARE_STRENGTHS)})")
-    damping = compare.add_mutually_exclusive_group()
-    damping.add_argument("--eps", type=float, default=None, help="absolute damping ε (the paper's code uses 1)")
-    damping.add_argument("--eps-rel", type=_positive_float, default=None,
-                         help=f"damping relative to each sample's λ_max (default: the calibrated {DEFAULT_EPS_REL:g})")
+    _add_damping_args(compare)
     compare.add_argument("--box", action=argparse.BooleanOptionalAction, default=True,
                          help="project the attack onto the valid pixel box (default on)")
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -109,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("env", help="print versions, threads and the available kernel backends")
     return parser
+
+
+def _add_damping_args(p: argparse.ArgumentParser) -> None:
+    """``--eps`` (absolute) and ``--eps-rel`` (× λ_max), exclusive; neither: the calibrated default."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--eps", type=float, default=None, help="absolute damping ε of I²F (the paper's code uses 1)")
+    group.add_argument("--eps-rel", type=_positive_float, default=None,
+                       help=f"damping relative to each sample's λ_max (default {DEFAULT_EPS_REL:g}, calibrated "
+                            "against the converged attack: README 'Which damping')")
 
 
 def _add_data_args(
@@ -158,8 +168,8 @@ def run_demo(args) -> dict:
     """Run the demo job; returns the dictionary written to ``results.json``."""
     if args.samples < 1:
         raise SystemExit("i2f-fast demo: --samples must be >= 1")
-    if args.eps < 0:
-        raise SystemExit("i2f-fast demo: --eps must be >= 0")
+    if args.eps is not None and not (math.isfinite(args.eps) and args.eps >= 0):
+        raise SystemExit("i2f-fast demo: --eps must be a finite number >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -168,55 +178,43 @@ def run_demo(args) -> dict:
     model = build_model(args.model, tuple(batch.images.shape[1:]), batch.num_classes, init=args.init, seed=args.seed)
     model = model.to(dtype)
     x, y = batch.images.to(dtype), batch.labels
-    N = x.shape[0]
+    N, D = x.shape[0], math.prod(x.shape[1:])
 
-    bar = _progress(1 + len(args.variances), "I²F")
+    bar = _progress(2, "I²F")
     t0 = time.perf_counter()
     influence = InversionInfluence(model, x, y, per_sample=True, generator=gen)
     P = influence.jacobian.num_params
     bar.set_postfix_str("λ_max (Lanczos)")
     lam = influence.max_eigenvalue()
-    setup_seconds = time.perf_counter() - t0
     bar.update()
-
-    rows = []
-    for var in args.variances:
-        bar.set_postfix_str(f"variance {var:g}")
-        delta = math.sqrt(var) * torch.randn(N, P, generator=gen, dtype=dtype)
-        t1 = time.perf_counter()
-        res = influence.i2f(delta, args.eps)
-        bound = res.jt_delta_norm / lam
-        seconds = (time.perf_counter() - t1 + setup_seconds / len(args.variances)) / N
-        for n in range(N):
-            rows.append(
-                dict(
-                    sample=n,
-                    label=int(y[n]),
-                    variance=var,
-                    jt_delta_norm=res.jt_delta_norm[n].item(),
-                    lambda_max=lam[n].item(),
-                    i2f_lower_bound=bound[n].item(),
-                    i2f=res.value[n].item(),
-                    cg_iterations=int(res.iterations[n]),
-                    seconds=seconds,
-                )
-            )
-        bar.update()
+    bar.set_postfix_str(f"{len(args.variances)} variances × {N} samples")
+    deltas = torch.stack([math.sqrt(v) * torch.randn(N, P, generator=gen, dtype=dtype) for v in args.variances])
+    # The exact expectation assembles each sample's spectrum (where it fits); the solve of every
+    # variance and sample together then runs on it.
+    expected = [influence.expected_i2f_sq(math.sqrt(v), args.eps, eps_rel=args.eps_rel).rmse for v in args.variances]
+    res = influence.i2f(deltas, args.eps, eps_rel=args.eps_rel)
+    bound = res.jt_delta_norm / lam
+    bar.update()
     bar.close()
     total = time.perf_counter() - t0
+    seconds = total / (N * len(args.variances))
+    rows = [
+        dict(
+            sample=n, label=int(y[n]), variance=var, jt_delta_norm=res.jt_delta_norm[k, n].item(),
+            lambda_max=lam[n].item(), i2f_lower_bound=bound[k, n].item(), i2f=res.value[k, n].item(),
+            rmse=res.rmse[k, n].item(), expected_rmse=expected[k][n].item(), iterations=int(res.iterations[k, n]),
+            seconds=seconds,
+        )
+        for k, var in enumerate(args.variances)
+        for n in range(N)
+    ]
     return dict(
         config=dict(
-            dataset=args.dataset,
-            model=args.model,
-            init=args.init,
-            samples=N,
-            num_params=P,
-            variances=list(args.variances),
-            eps=args.eps,
-            dtype=args.dtype,
-            seed=args.seed,
-            per_sample=True,
-            strategy=influence.jacobian.strategy,
+            dataset=args.dataset, model=args.model, init=args.init, samples=N, input_dim=D, num_params=P,
+            variances=list(args.variances), eps=args.eps,
+            eps_rel=None if args.eps is not None else args.eps_rel or DEFAULT_EPS_REL,
+            damping=damping_label(args.eps, args.eps_rel), method=res.method,
+            dtype=args.dtype, seed=args.seed, per_sample=True, strategy=influence.jacobian.strategy,
         ),
         environment=dict(torch=torch.__version__, threads=torch.get_num_threads(), python=platform.python_version()),
         total_seconds=total,
@@ -225,27 +223,23 @@ def run_demo(args) -> dict:
 
 
 def _print_table(result: dict) -> None:
-    header = ("sample", "label", "variance", "‖Jᵀδ‖", "λ_max", "I²F_lb", "I²F", "CG it", "s/sample")
+    header = ("sample", "label", "variance", "‖Jᵀδ‖", "λ_max", "I²F_lb", "I²F", "RMSE pred", "E RMSE", "s/sample")
     print(" ".join(f"{h:>10}" for h in header))
     for r in result["rows"]:
         cells = (
-            f"{r['sample']:>10d}",
-            f"{r['label']:>10d}",
-            f"{r['variance']:>10.0e}",
-            f"{r['jt_delta_norm']:>10.3e}",
-            f"{r['lambda_max']:>10.3e}",
-            f"{r['i2f_lower_bound']:>10.3e}",
-            f"{r['i2f']:>10.3e}",
-            f"{r['cg_iterations']:>10d}",
-            f"{r['seconds']:>10.4f}",
+            f"{r['sample']:>10d}", f"{r['label']:>10d}", f"{r['variance']:>10.0e}", f"{r['jt_delta_norm']:>10.3e}",
+            f"{r['lambda_max']:>10.3e}", f"{r['i2f_lower_bound']:>10.3e}", f"{r['i2f']:>10.3e}", f"{r['rmse']:>10.3e}",
+            f"{r['expected_rmse']:>10.3e}", f"{r['seconds']:>10.4f}",
         )
         print(" ".join(cells))
     cfg = result["config"]
     print(
         f"\n{cfg['model']} ({cfg['num_params']:,} parameters) on {cfg['samples']} {cfg['dataset']} samples, "
-        f"ε = {cfg['eps']:g}, {cfg['dtype']}, {result['environment']['threads']} threads: "
+        f"{cfg['damping']} ({cfg['method']} solver), {cfg['dtype']}, {result['environment']['threads']} threads: "
         f"{result['total_seconds']:.2f} s in total"
     )
+    print("RMSE pred: the DLG attack's predicted per-element RMSE for this δ; E RMSE: its expectation over the noise. "
+          "Check them against the attack itself: i2f-fast validate (or compare)")
 
 
 def _plot(result: dict, path: Path) -> None:
@@ -265,7 +259,7 @@ def _plot(result: dict, path: Path) -> None:
     ax.set_xlabel("Gaussian noise variance σ²")
     ax.set_ylabel("predicted reconstruction error ‖Δx‖")
     cfg = result["config"]
-    ax.set_title(f"I²F (solid) and lower bound (dashed): {cfg['model']} on {cfg['dataset']}, ε = {cfg['eps']:g}")
+    ax.set_title(f"I²F (solid) and lower bound (dashed): {cfg['model']} on {cfg['dataset']}, {cfg['damping']}")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
@@ -381,7 +375,7 @@ def _attack_command(args) -> int:
 
 
 def _compare_command(args) -> int:
-    from .experiments.compare_job import damping_label, print_compare, run_compare
+    from .experiments.compare_job import print_compare, run_compare
     from .experiments.output import save_scatter, write_json
 
     _check_attack_args(args)
@@ -394,8 +388,8 @@ def _compare_command(args) -> int:
     rows, cfg = result["rows"], result["config"]
     save_scatter(
         [r["i2f_rmse"] for r in rows], [r["attack_rmse"] for r in rows], [r["strength"] for r in rows],
-        f"{cfg['attack']} attack vs its prediction ({damping_label(cfg)})\n{cfg['model']} on {cfg['dataset']}, "
-        f"{cfg['defense']} defense", "predicted RMSE ‖Δx‖/√D", args.out / "compare.png",
+        f"{cfg['attack']} attack vs its prediction ({damping_label(cfg['eps'], cfg['eps_rel'])})\n"
+        f"{cfg['model']} on {cfg['dataset']}, {cfg['defense']} defense", "predicted RMSE ‖Δx‖/√D", args.out / "compare.png",
     )
     print_compare(result)
     print(f"wrote {args.out / 'compare.json'} and {args.out / 'compare.png'}")

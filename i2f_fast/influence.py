@@ -60,9 +60,10 @@ DEFAULT_EPS_REL = 1e-8
 """Default damping relative to ``λ_max`` of each system (README.md, "Which damping")."""
 SPECTRAL_MAX_DIM = 4096
 """``method="auto"`` uses the spectral route up to this many input elements per system (README.md)."""
-SPECTRAL_MIN_SOLVES = 4
+SPECTRAL_MIN_SOLVES = 3
 """``method="auto"`` assembles the spectrum for this many perturbations solved together (or cached):
-on LeNet (D = 784) the assembly costs about as much as 3–4 small-damping LSQR/CG solves (README.md)."""
+on LeNet (D = 784, 16 digits, ε = 1e-6·λ_max) it costs about two LSQR or CG solves, and every later
+solve on it is ~170× cheaper than one (``benchmarks/bench_prediction.py``)."""
 ITERATIVE_EPS_REL = 1e-4
 """``method="auto"`` uses CG from this relative damping up (it converges in tens of iterations there)."""
 SPECTRAL_BLOCK = 16

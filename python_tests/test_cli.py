@@ -16,12 +16,15 @@ def test_demo_writes_results_and_plot(tmp_path, capsys):
     rows = result["rows"]
     assert len(rows) == 4 and set(rows[0]) == set(COLUMNS)
     for r in rows:
-        assert r["i2f"] > 0 and r["lambda_max"] > 0 and r["cg_iterations"] > 0
+        assert r["i2f"] > 0 and r["lambda_max"] > 0 and r["rmse"] > 0 and r["expected_rmse"] > 0
         assert r["i2f"] >= r["jt_delta_norm"] / (r["lambda_max"] + 1.0) * (1 - 1e-4)
     by_sample = {}
     for r in rows:
-        by_sample.setdefault(r["sample"], []).append(r["i2f"])
-    assert all(v[0] < v[1] for v in by_sample.values()), "more noise must predict a larger error"
+        by_sample.setdefault(r["sample"], []).append(r)
+    for low, high in by_sample.values():
+        assert low["i2f"] < high["i2f"], "more noise must predict a larger error"
+        assert high["expected_rmse"] / low["expected_rmse"] == pytest.approx(10**0.5, rel=1e-4)  # linear in σ
+    assert result["config"]["eps_rel"] == 1e-8 and result["config"]["method"] == "spectral"
     png = (out / "i2f_vs_noise.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     printed = capsys.readouterr().out
@@ -49,6 +52,10 @@ def test_bad_arguments_exit_with_a_message():
         main(["demo", "--variances", "-1"])
     with pytest.raises(SystemExit, match="--samples must be >= 1"):
         main(["demo", "--samples", "0"])
+    with pytest.raises(SystemExit):  # exclusive
+        main(["demo", "--eps", "1", "--eps-rel", "1e-6"])
+    with pytest.raises(SystemExit):
+        main(["demo", "--eps-rel", "0"])
 
 
 def test_attack_writes_grid_json_and_prints_metrics(tmp_path, capsys):

@@ -23,6 +23,7 @@ from scipy import stats
 from .. import metrics
 from ..attack import PRESETS, invert
 from ..influence import DEFAULT_EPS_REL, InversionInfluence
+from .output import damping_label
 from .problem import clean_gradient, defend, load_problem
 
 COLUMNS = (
@@ -97,8 +98,8 @@ def run_compare(args, progress: bool = True) -> dict:
             dataset=args.dataset, model=args.model, samples=N, start=args.start, input_dim=math.prod(x.shape[1:]),
             num_params=problem.num_params, defense=args.defense, strengths=list(args.strengths), attack=args.attack,
             objective=objective, optimizer=args.optimizer, iterations=args.iterations, restarts=args.restarts,
-            box=args.box, eps=args.eps, eps_rel=None if args.eps is not None else args.eps_rel or DEFAULT_EPS_REL, method=i2f.method, seed=args.seed,
-            dtype=args.dtype,
+            box=args.box, eps=args.eps, eps_rel=None if args.eps is not None else args.eps_rel or DEFAULT_EPS_REL,
+            method=i2f.method, seed=args.seed, dtype=args.dtype,
         ),
         median_ratio=statistics.median(r["ratio"] for r in rows),
         correlation_log_i2f_vs_log_rmse=_correlations([r["i2f"] for r in rows], [r["attack_rmse"] for r in rows]),
@@ -109,11 +110,6 @@ def run_compare(args, progress: bool = True) -> dict:
         attack_seconds=attack_seconds,
         rows=rows,
     )
-
-
-def damping_label(cfg: dict) -> str:
-    """``ε = …`` as configured: absolute, or relative to λ_max."""
-    return f"ε = {cfg['eps']:g}" if cfg["eps"] is not None else f"ε = {cfg['eps_rel']:g}·λ_max"
 
 
 def print_compare(result: dict) -> None:
@@ -127,8 +123,9 @@ def print_compare(result: dict) -> None:
         )
         print(" ".join(cells))
     cfg = result["config"]
-    print(f"(I²F: the {cfg['objective']} prediction ‖Δx‖ with {damping_label(cfg)} ({cfg['method']}), I²F/√D the RMSE "
-          "it predicts; I²F_lb = ‖Jᵀδ‖/λ_max, the paper's lower bound; RMSE: the attack's, normalised space)")
+    damping = damping_label(cfg["eps"], cfg["eps_rel"])
+    print(f"(I²F: the {cfg['objective']} prediction ‖Δx‖ with {damping} ({cfg['method']}), I²F/√D the RMSE it "
+          "predicts; I²F_lb = ‖Jᵀδ‖/λ_max, the paper's lower bound; RMSE: the attack's, normalised space)")
     for key, name in (("correlation_log_i2f_vs_log_rmse", "I²F"), ("correlation_log_lower_bound_vs_log_rmse", "I²F_lb")):
         c = result[key]
         if c["pearson"] is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import metrics
+from ..influence import DEFAULT_EPS_REL
 
 
 def _finite(obj):
@@ -45,6 +46,11 @@ def write_json(path: Path, obj: dict) -> None:
     text = json.dumps(_finite(obj), indent=2, allow_nan=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def damping_label(eps: float | None, eps_rel: float | None) -> str:
+    """``ε = …`` as a job ran it: absolute, else relative to λ_max (the calibrated default when None)."""
+    return f"ε = {eps:g}" if eps is not None else f"ε = {DEFAULT_EPS_REL if eps_rel is None else eps_rel:g}·λ_max"
 
 
 def _pyplot():
