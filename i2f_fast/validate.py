@@ -51,7 +51,7 @@ MIN_COSINE = 0.98
 
 @dataclass
 class ValidationResult:
-    """Result of :func:`validate`; every tensor is ``(N,)``, or ``(K, N)`` for ``(K, N, P)`` deltas.
+    """Result of :func:`validate`; every tensor is on the CPU, ``(N,)``, or ``(K, N)`` for ``(K, N, P)`` deltas.
 
     Attributes:
         objective: ``"l2"`` or ``"cosine"``; ``attack``: the :func:`invert` attack run (``"dlg"``/``"gs"``).
@@ -209,11 +209,13 @@ def validate(
     x64 = x.detach().to(torch.float64)
     shapes = [p.shape for p in model64.parameters() if p.requires_grad]
     deltas, batched = _as_deltas(delta, shapes, x.shape[0])
+    deltas = deltas.to(x64.device)
 
     start = time.perf_counter()
     influence = InversionInfluence(model64, x64, y, per_sample=True, generator=generator)
     pred = influence.i2f(deltas, eps_rel=eps_rel, objective=objective, layer_weights=layer_weights, method=method)
     clean = influence.jacobian.gradient.detach()  # (N, P): each sample's own gradient
+    predicted = pred.value.detach().to(device="cpu", dtype=torch.float64)  # (K, N)
     seconds = {"prediction": time.perf_counter() - start, "local": 0.0, "global": 0.0}
 
     K, N = deltas.shape[:2]
@@ -243,7 +245,7 @@ def validate(
             local_its[k, n] = near.iterations
             global_rmse[k, n] = (found.x - xn).norm() / math.sqrt(xn.numel())
             global_loss[k, n] = found.loss
-            bar.set_postfix_str(f"local/predicted {local[k, n] / pred.value[k, n]:.3f}")
+            bar.set_postfix_str(f"local/predicted {local[k, n] / predicted[k, n]:.3f}")
             bar.update()
     bar.close()
 
@@ -251,12 +253,11 @@ def validate(
         return t if batched else t[0]
 
     D = x[0].numel()
-    predicted = pred.value.to(torch.float64)
     return ValidationResult(
         objective=objective,
         attack=attack,
         method=pred.method,
-        eps=shaped(pred.eps),
+        eps=shaped(pred.eps.cpu()),
         predicted=shaped(predicted),
         predicted_rmse=shaped(predicted / math.sqrt(D)),
         local=shaped(local),
