@@ -1,5 +1,6 @@
 """The ``i2f-fast`` command: ``demo`` (I²F on built-in data), ``attack`` and ``compare`` (a real
-gradient-inversion attack, alone or next to I²F) and ``env`` (what is installed).
+gradient-inversion attack, alone or next to I²F), ``validate`` (the prediction against the attack's
+own optimum) and ``env`` (what is installed).
 
 ``i2f-fast demo`` is what ``make demo`` runs: LeNet (the paper's DLG-style ConvNet) on built-in
 handwritten digits, one I²F system per sample (the paper's batch-of-one setting, all samples
@@ -21,9 +22,21 @@ import torch
 from . import __version__
 from .attack import ATTACKS, INITS, OPTIMIZERS
 from .data import DATASETS, load_dataset
+from .experiments.output import damping_label
 from .defenses import DEFENSES
 from .influence import DEFAULT_EPS_REL, InversionInfluence
 from .models import INIT_SCHEMES, MODELS, build_model
+from .validate import LIMIT_EPS_REL, OBJECTIVE_ATTACKS
+
+# `compare` and `validate` run one small per-sample problem at a time, on 1 thread by default: a second thread
+# gains little there and cost 10-40x on cores shared with other work (measured: 3.8 s vs 42 s per validate
+# system on 2 busy cores).
+# compare: Gaussian variances over 4 decades (predicted RMSE ~2e-3 to ~0.3); five levels took up to 5.4 min.
+COMPARE_STRENGTHS = [1e-8, 1e-6, 1e-4]
+# 28x28 LeNet: Adam stops far short of the optimum (JᵀJ down to ~1e-7·λ_max) and 8 x 5 attacks took ~10 min.
+COMPARE_IMAGE_SIZE = 16
+VALIDATE_IMAGE_SIZE = 12  # the local attack converges there in a few hundred L-BFGS iterations (16x16: thousands)
+VALIDATE_VARIANCES = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3]
 
 COLUMNS = ("sample", "label", "variance", "jt_delta_norm", "lambda_max", "i2f_lower_bound", "i2f", "rmse", "expected_rmse",
            "iterations", "seconds")
@@ -65,12 +78,36 @@ def _parser() -> argparse.ArgumentParser:
     attack.add_argument("--infer-labels", action="store_true", help="infer the labels from the gradient (iDLG / Yin)")
     attack.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    compare = sub.add_parser("compare", help="I²F and its lower bound next to a real attack's RMSE, per sample and strength")
-    _add_problem_args(compare, samples=4, defense="gaussian", iterations=1000)
-    compare.add_argument("--strengths", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2],
-                         help="defense strengths (default Gaussian variances 1e-4 1e-3 1e-2)")
-    compare.add_argument("--eps", type=float, default=1.0, help="damping ε of I²F (the paper's code uses 1)")
+    compare = sub.add_parser("compare", help="the predicted RMSE next to a real attack's RMSE, per sample and strength")
+    _add_problem_args(compare, samples=8, defense="gaussian", iterations=500, attack="dlg", restarts=4,
+                      image_size=COMPARE_IMAGE_SIZE, threads=1)
+    compare.add_argument("--strengths", type=float, nargs="+", default=COMPARE_STRENGTHS,
+                         help="defense strengths (default Gaussian variances "
+                              f"{' '.join(f'{s:g}' for s in COMPARE_STRENGTHS)})")
+    _add_damping_args(compare)
+    compare.add_argument("--box", action=argparse.BooleanOptionalAction, default=True,
+                         help="project the attack onto the valid pixel box (default on)")
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    validate = sub.add_parser(
+        "validate", help="the prediction against the attack's own optimum (started at x) and the attack, per noise level"
+    )
+    _add_data_args(validate, samples=3, image_size=VALIDATE_IMAGE_SIZE, threads=1)
+    validate.set_defaults(dtype="float64")
+    validate.add_argument("--variances", type=_positive_float, nargs="+", default=VALIDATE_VARIANCES,
+                          help="Gaussian noise variances σ² (default 1e-8 … 1e-3: the linear regime and beyond)")
+    validate.add_argument("--objective", choices=tuple(OBJECTIVE_ATTACKS), default="l2",
+                          help="l2 (checked with the dlg attack, default) or cosine (gs)")
+    validate.add_argument("--restarts", type=int, default=2, help="random starts of the global attack (default 2)")
+    validate.add_argument("--iterations", type=int, default=400, help="global attack iterations (default 400)")
+    validate.add_argument("--local-iterations", type=int, default=2000,
+                          help="cap on the local attack's L-BFGS iterations (default 2000)")
+    validate.add_argument("--grad-tol", type=_positive_float, default=1e-6,
+                          help="the local attack stops at this gradient relative to its start (default 1e-6)")
+    validate.add_argument("--eps-rel", type=_positive_float, default=LIMIT_EPS_REL,
+                          help=f"damping of the prediction relative to λ_max (default {LIMIT_EPS_REL:g}: ε → 0)")
+    validate.add_argument("--box", action="store_true", help="project the global attack onto the valid pixel box")
+    validate.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("env", help="print versions, threads and the available kernel backends")
     return parser
@@ -85,33 +122,41 @@ def _add_damping_args(p: argparse.ArgumentParser) -> None:
                             "against the converged attack: README 'Which damping')")
 
 
-def _damping_label(eps, eps_rel) -> str:
-    return f"ε = {eps:g}" if eps is not None else f"ε = {DEFAULT_EPS_REL if eps_rel is None else eps_rel:g}·λ_max"
-
-
-def _add_problem_args(p: argparse.ArgumentParser, samples: int, defense: str = "none", iterations: int = 2000) -> None:
-    """Flags shared by ``attack`` and ``compare``: data, model, defense and attack settings."""
+def _add_data_args(
+    p: argparse.ArgumentParser, samples: int, image_size: int | None = None, threads: int | None = None
+) -> None:
+    """Flags of the jobs built on :func:`~i2f_fast.experiments.problem.load_problem`: output, data, model."""
     p.add_argument("--out", type=Path, default=Path("i2f-results"), help="output folder (default ./i2f-results)")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--root", default=None, help="dataset folder for mnist/cifar10/cifar100 (torchvision layout)")
-    p.add_argument("--image-size", type=int, default=None, help="side of digits/natural images (default 28/32)")
+    p.add_argument("--image-size", type=int, default=image_size,
+                   help=f"side of digits/natural images (default {image_size or '28/32'})")
     p.add_argument("--model", choices=sorted(MODELS), default="lenet")
     p.add_argument("--init", choices=INIT_SCHEMES, default=None, help="weight initialisation (default: the model's)")
     p.add_argument("--samples", type=int, default=samples, help=f"number of samples (default {samples})")
     p.add_argument("--start", type=int, default=0, help="index of the first sample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=threads,
+                   help=f"torch CPU threads (default: {threads or 'torch' + chr(39) + 's'})")
+
+
+def _add_problem_args(
+    p: argparse.ArgumentParser, samples: int, defense: str = "none", iterations: int = 2000, attack: str = "gs",
+    restarts: int = 1, image_size: int | None = None, threads: int | None = None,
+) -> None:
+    """Flags shared by ``attack`` and ``compare``: data, model, defense and attack settings."""
+    _add_data_args(p, samples, image_size, threads)
     p.add_argument("--defense", choices=sorted(DEFENSES), default=defense, help=f"gradient defense (default {defense})")
     p.add_argument("--clip-norm", type=_positive_float, default=1.0, help="per-sample clipping bound of --defense dp")
     p.add_argument("--eigen-index", type=int, default=0, help="eigenpair of --defense eigen (0 = largest)")
-    p.add_argument("--attack", choices=ATTACKS, default="gs", help="gs (Inverting Gradients) or dlg")
+    p.add_argument("--attack", choices=ATTACKS, default=attack, help=f"gs (Inverting Gradients) or dlg (default {attack})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="adam, or lbfgs for dlg")
     p.add_argument("--iterations", type=int, default=iterations,
                    help=f"attack iterations (default {iterations}; the paper's scripts use 24000)")
-    p.add_argument("--restarts", type=int, default=1, help="random restarts, run together (default 1)")
+    p.add_argument("--restarts", type=int, default=restarts, help=f"random restarts, run together (default {restarts})")
     p.add_argument("--tv", type=float, default=None, help="total-variation weight (default: the attack's, 0)")
     p.add_argument("--lr", type=float, default=None, help="attack step size (default 0.1; L-BFGS 1)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
 def _progress(total: int, desc: str):
@@ -169,7 +214,7 @@ def run_demo(args) -> dict:
             dataset=args.dataset, model=args.model, init=args.init, samples=N, input_dim=D, num_params=P,
             variances=list(args.variances), eps=args.eps,
             eps_rel=None if args.eps is not None else args.eps_rel or DEFAULT_EPS_REL,
-            damping=_damping_label(args.eps, args.eps_rel), method=res.method,
+            damping=damping_label(args.eps, args.eps_rel), method=res.method,
             dtype=args.dtype, seed=args.seed, per_sample=True, strategy=influence.jacobian.strategy,
         ),
         environment=dict(torch=torch.__version__, threads=torch.get_num_threads(), python=platform.python_version()),
@@ -353,7 +398,10 @@ def _env_command(args) -> int:
 
 
 def _check_attack_args(args) -> None:
-    for flag, value in (("--iterations", args.iterations), ("--restarts", args.restarts)):
+    flags = [("--iterations", args.iterations), ("--restarts", args.restarts)]
+    if args.command == "validate":
+        flags.append(("--local-iterations", args.local_iterations))
+    for flag, value in flags:
         if value < 1:
             raise SystemExit(f"i2f-fast {args.command}: {flag} must be >= 1")
 
@@ -376,24 +424,41 @@ def _compare_command(args) -> int:
     from .experiments.output import save_scatter, write_json
 
     _check_attack_args(args)
-    try:
-        result = run_compare(args, progress=not args.quiet)
-    except ValueError as err:
-        raise SystemExit(f"i2f-fast compare: {err}") from err
-    args.out.mkdir(parents=True, exist_ok=True)
+    result = run_compare(args, progress=not args.quiet)
     write_json(args.out / "compare.json", result)
     rows, cfg = result["rows"], result["config"]
     save_scatter(
         [r["i2f_rmse"] for r in rows], [r["attack_rmse"] for r in rows], [r["strength"] for r in rows],
-        f"{cfg['attack']} attack vs I²F: {cfg['model']} on {cfg['dataset']}, {cfg['defense']} defense, ε = {cfg['eps']:g}",
-        "I²F / √D (predicted RMSE)", args.out / "compare.png",
+        f"{cfg['attack']} attack vs its prediction ({damping_label(cfg['eps'], cfg['eps_rel'])})\n"
+        f"{cfg['model']} on {cfg['dataset']}, {cfg['defense']} defense", "predicted RMSE ‖Δx‖/√D", args.out / "compare.png",
     )
     print_compare(result)
     print(f"wrote {args.out / 'compare.json'} and {args.out / 'compare.png'}")
     return 0
 
 
-_COMMANDS = {"demo": _demo_command, "env": _env_command, "attack": _attack_command, "compare": _compare_command}
+def _validate_command(args) -> int:
+    from .experiments.output import save_scatter, write_json
+    from .experiments.validate_job import print_validate, run_validate
+
+    _check_attack_args(args)
+    result = run_validate(args, progress=not args.quiet)
+    write_json(args.out / "validate.json", result)
+    rows, cfg = result["rows"], result["config"]
+    save_scatter(
+        [r["predicted_rmse"] for r in rows] * 2, [r["local_rmse"] for r in rows] + [r["global_rmse"] for r in rows],
+        [r["variance"] for r in rows] * 2,
+        f"{cfg['attack']} objective vs its prediction (ε = {cfg['eps_rel']:g}·λ_max)\n{cfg['model']} on {cfg['dataset']}",
+        "predicted RMSE ‖Δ‖/√D", args.out / "validate.png",
+        kinds=["local (from x)"] * len(rows) + [f"global ({cfg['restarts']} random starts)"] * len(rows), level_name="σ²",
+    )
+    print_validate(result)
+    print(f"wrote {args.out / 'validate.json'} and {args.out / 'validate.png'}")
+    return 0
+
+
+_COMMANDS = {"demo": _demo_command, "env": _env_command, "attack": _attack_command, "compare": _compare_command,
+             "validate": _validate_command}
 
 
 if __name__ == "__main__":

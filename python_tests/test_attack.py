@@ -143,3 +143,22 @@ def test_bad_input_names_the_argument():
         invert(model, flat, batch.labels, x.shape, attack="gs", optimizer="lbfgs", **call)
     with pytest.raises(TypeError, match="model"):
         invert(lambda t: t, flat, batch.labels, x.shape, **call)
+
+
+def test_lbfgs_with_line_search_stops_at_the_gradient_tolerance():
+    batch, model, x, grads = _problem(dtype=torch.float64, size=12)
+    kw = dict(attack="dlg", optimizer="lbfgs", line_search="strong_wolfe", init=x.unsqueeze(0), progress=False,
+              history_every=1, iterations=500)
+    noisy = [g + 1e-4 * torch.randn_like(g) for g in grads]  # the optimum moves off x: something to converge to
+    loose = invert(model, noisy, batch.labels, x.shape, grad_tol=1e-2, **kw)  # ~30 iterations
+    tight = invert(model, noisy, batch.labels, x.shape, grad_tol=1e-4, **kw)  # ~300
+    assert 1 <= loose.iterations < tight.iterations < 500
+    assert loose.history_steps[-1] == loose.iterations - 1
+    assert tight.loss < loose.loss < loose.history[0, 0]
+    call = dict(attack="dlg", progress=False, iterations=1)
+    with pytest.raises(ValueError, match="line_search"):
+        invert(model, grads, batch.labels, x.shape, optimizer="lbfgs", line_search="armijo", **call)
+    with pytest.raises(ValueError, match="grad_tol"):
+        invert(model, grads, batch.labels, x.shape, optimizer="lbfgs", grad_tol=-1.0, **call)
+    with pytest.raises(ValueError, match="optimizer='lbfgs'"):
+        invert(model, grads, batch.labels, x.shape, grad_tol=1e-6, **call)

@@ -5,6 +5,7 @@ import pytest
 
 from i2f_fast.cli import COLUMNS, main
 from i2f_fast.experiments.compare_job import COLUMNS as COMPARE_COLUMNS
+from i2f_fast.influence import DEFAULT_EPS_REL
 
 
 def test_demo_writes_results_and_plot(tmp_path, capsys):
@@ -78,19 +79,36 @@ def test_attack_writes_grid_json_and_prints_metrics(tmp_path, capsys):
 def test_compare_writes_table_correlations_scatter_and_json(tmp_path, capsys):
     out = tmp_path / "compare"
     argv = ["compare", "--out", str(out), "--samples", "2", "--image-size", "12", "--iterations", "15",
-            "--strengths", "1e-4", "1e-2", "--quiet", "--attack", "dlg"]
+            "--restarts", "1", "--strengths", "1e-8", "1e-6", "--quiet"]
     assert main(argv) == 0
     result = json.loads((out / "compare.json").read_text())
-    rows = result["rows"]
+    cfg, rows = result["config"], result["rows"]
+    assert cfg["attack"] == "dlg" and cfg["objective"] == "l2" and cfg["box"] and cfg["eps"] is None
+    assert cfg["eps_rel"] == DEFAULT_EPS_REL
     assert len(rows) == 4 and set(rows[0]) == set(COMPARE_COLUMNS)
     for r in rows:
-        assert r["i2f"] > 0 and r["attack_rmse"] > 0
+        assert r["i2f"] > 0 and r["attack_rmse"] > 0 and r["i2f_lower_bound"] > 0 and r["eps"] > 0
         assert r["i2f_rmse"] == pytest.approx(r["i2f"] / 12)
+        assert r["ratio"] == pytest.approx(r["attack_rmse"] / r["i2f_rmse"])
+    middle = sorted(r["ratio"] for r in rows)[1:3]
+    assert result["median_ratio"] == pytest.approx(sum(middle) / 2)
     corr = result["correlation_log_i2f_vs_log_rmse"]
     assert corr["n"] == 4 and -1 <= corr["pearson"] <= 1 and -1 <= corr["spearman"] <= 1
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
-    assert "Pearson" in printed and "Spearman" in printed and "I²F/√D" in printed
+    assert "Pearson" in printed and "Spearman" in printed and "median attack/predicted" in printed
+    assert "I²F_lb" in printed
+
+
+def test_compare_gs_uses_the_cosine_prediction_and_an_absolute_eps(tmp_path):
+    out = tmp_path / "compare"
+    argv = ["compare", "--out", str(out), "--samples", "1", "--image-size", "12", "--iterations", "5",
+            "--restarts", "1", "--strengths", "1e-6", "--attack", "gs", "--eps", "1", "--no-box", "--quiet"]
+    assert main(argv) == 0
+    cfg = json.loads((out / "compare.json").read_text())["config"]
+    assert cfg["objective"] == "cosine" and cfg["eps"] == 1 and cfg["eps_rel"] is None and not cfg["box"]
+    with pytest.raises(SystemExit):
+        main(["compare", "--eps", "1", "--eps-rel", "1e-6"])
 
 
 def test_attack_commands_reject_bad_settings():

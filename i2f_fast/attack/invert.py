@@ -16,7 +16,7 @@ from ..operators import LossFn
 from .labels import infer_labels
 from .loops import _LoopOptions, _run_adam, _run_lbfgs
 from .objective import _Objective
-from .presets import ATTACKS, INITS, LBFGS_LR, OPTIMIZERS, PRESETS, AttackConfig
+from .presets import ATTACKS, INITS, LBFGS_LR, LINE_SEARCHES, OPTIMIZERS, PRESETS, AttackConfig
 
 
 @dataclass
@@ -33,7 +33,7 @@ class AttackResult:
         history_steps: ``(H,)`` int64 iteration numbers at which ``history`` was recorded.
         history: ``(H, R)`` objective (matching loss + α_TV·TV) of every restart at those iterations.
         config: the :class:`AttackConfig` used.
-        iterations: iterations run.
+        iterations: iterations run (fewer than asked when L-BFGS met ``grad_tol`` or stalled).
     """
 
     x: torch.Tensor
@@ -88,6 +88,8 @@ def invert(
     signed: bool | None = None,
     decay: bool | None = None,
     optimizer: str = "adam",
+    line_search: str | None = None,
+    grad_tol: float | None = None,
     bounds: tuple | None = None,
     layer_weights: Sequence[float] | None = None,
     layers: Sequence[int] | None = None,
@@ -117,6 +119,11 @@ def invert(
         optimizer: ``"adam"`` (default) or ``"lbfgs"`` (DLG's original optimiser: lr 1 unless ``lr``, no line
             search, history 100; the R restarts form one separable problem whose L-BFGS curvature
             memory is shared). L-BFGS takes neither ``signed`` nor ``decay``.
+        line_search: L-BFGS only: None (the fixed step ``lr``) or ``"strong_wolfe"`` (torch's
+            strong-Wolfe line search, up to 25 objective evaluations per iteration).
+        grad_tol: L-BFGS only: stop once the largest entry of ``|∇_x objective|`` (over all restarts)
+            is at most ``grad_tol`` times its value at the start, or once an iteration leaves the
+            iterate unchanged (no further progress is possible). None: run all ``iterations``.
         bounds: ``(lower, upper)`` tensors broadcastable to ``shape`` (e.g.
             ``ImageBatch.pixel_bounds``, each ``(C, 1, 1)``): every step projects onto this box
             (GS's box constraint). None: no projection.
@@ -149,7 +156,8 @@ def invert(
         TypeError / ValueError naming the argument: ``model`` not a module; ``target_grads`` not
         matching the parameters (count, shapes or length) or not finite; ``shape`` not accepted by
         the model; bad ``labels``; unknown ``attack``, ``init``, ``optimizer``, ``backend`` or
-        ``label_strategy``; non-positive ``iterations`` / ``restarts``; bad ``bounds``;
+        ``label_strategy`` or ``line_search``; non-positive ``iterations`` / ``restarts``; negative
+        ``grad_tol``; ``line_search`` / ``grad_tol`` without L-BFGS; bad ``bounds``;
         ``cuda_graph=True`` off CUDA or with L-BFGS.
     """
     if backend is not None:
@@ -179,6 +187,12 @@ def invert(
     )
     if optimizer == "lbfgs" and (config.signed or config.decay):
         raise ValueError("optimizer='lbfgs' takes neither signed gradients nor step decay: pass signed=False, decay=False")
+    if line_search not in LINE_SEARCHES:
+        raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}")
+    if grad_tol is not None:
+        grad_tol = frontdoor.number(grad_tol, "grad_tol", minimum=0)
+    if optimizer != "lbfgs" and (line_search is not None or grad_tol is not None):
+        raise ValueError("line_search and grad_tol apply to optimizer='lbfgs'")
 
     named = _check_model(model)
     first = named[0][1]
@@ -210,10 +224,10 @@ def invert(
         xs = _init_candidates(init, (restarts, *shape), generator, dtype, device)
     if lower is not None:
         xs.clamp_(lower, upper)
-    loop = _LoopOptions(iterations, history_every, (lower, upper), progress, attack, graphed)
+    loop = _LoopOptions(iterations, history_every, (lower, upper), progress, attack, graphed, line_search, grad_tol)
     run = _run_lbfgs if optimizer == "lbfgs" else _run_adam
     with use_backend(backend or requested_backend()), conv_kernels.kernels(_choose_onednn(onednn, objective, xs, shapes)):
-        steps, history = run(objective, xs, config, loop)
+        steps, history, ran = run(objective, xs, config, loop)
         with torch.no_grad():
             losses = objective.matching_loss(xs)
     finite = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
@@ -228,7 +242,7 @@ def invert(
         history_steps=torch.tensor(steps, dtype=torch.int64),
         history=torch.stack(history) if history else losses.new_zeros(0, restarts),
         config=config,
-        iterations=iterations,
+        iterations=ran,
     )
 
 

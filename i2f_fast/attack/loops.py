@@ -10,7 +10,7 @@ import torch
 from .. import cuda_graphs
 from ..ops import attack_step
 from .objective import _Objective
-from .presets import ADAM_BETAS, AttackConfig, _adam_schedule
+from .presets import ADAM_BETAS, LINE_SEARCH_EVALS, AttackConfig, _adam_schedule
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -29,6 +29,8 @@ class _LoopOptions:
     progress: bool
     attack: str
     cuda_graph: bool
+    line_search: str | None = None
+    grad_tol: float | None = None
 
     @property
     def check_every(self) -> int:
@@ -73,7 +75,7 @@ def _run_adam(objective: _Objective, xs, config: AttackConfig, loop: _LoopOption
             bar.set_postfix_str(f"loss {history[-1].min().item():.4g}")
         bar.update()
     bar.close()
-    return steps, history
+    return steps, history, loop.iterations
 
 
 def _graphed_iteration(iteration, schedule: torch.Tensor, xs: torch.Tensor):
@@ -107,20 +109,35 @@ def _graphed_iteration(iteration, schedule: torch.Tensor, xs: torch.Tensor):
 
 
 def _run_lbfgs(objective: _Objective, xs, config: AttackConfig, loop: _LoopOptions):
-    """L-BFGS (DLG's optimiser) on the sum of the restarts' objectives; returns the history."""
+    """L-BFGS (DLG's optimiser) on the sum of the restarts' objectives; returns the history and
+    the iterations run. With ``loop.grad_tol`` it stops once the gradient at the start of an
+    iteration is that small relative to the first one, or when an iteration leaves the iterate
+    unchanged (one host read per iteration). torch's L-BFGS evaluates the objective at the start of
+    every iteration, where the line search usually ended: that evaluation is reused, not repeated."""
     leaf = xs.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([leaf], lr=config.lr, max_iter=1, history_size=100)
+    if loop.line_search is None:
+        opt = torch.optim.LBFGS([leaf], lr=config.lr, max_iter=1, history_size=100)
+    else:  # no absolute tolerances: gradients and losses near the optimum can sit below any fixed one
+        opt = torch.optim.LBFGS([leaf], lr=config.lr, max_iter=1, max_eval=1 + LINE_SEARCH_EVALS, history_size=100,
+                                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn=loop.line_search)
     last: dict[str, torch.Tensor] = {}
+    grad_at_start: list[torch.Tensor] = []  # max |∇_x| where each iteration started
 
     def closure():
-        loss, tv_value, gx = objective.value_and_grad(leaf.detach())
-        leaf.grad = gx
-        last["objective"] = _objective_value(loss, tv_value, config.tv).detach()
+        if "x" not in last or not torch.equal(last["x"], leaf.detach()):
+            last["x"] = leaf.detach().clone()
+            loss, tv_value, last["grad"] = objective.value_and_grad(last["x"])
+            last["objective"] = _objective_value(loss, tv_value, config.tv).detach()
+        leaf.grad = last["grad"]
+        if len(grad_at_start) <= it:
+            grad_at_start.append(last["grad"].abs().max())
         return last["objective"].sum()
 
     steps, history = [], []
     bar = _progress(loop.iterations, loop.progress, f"{loop.attack} attack (L-BFGS)")
+    it = 0
     for it in range(loop.iterations):
+        previous = leaf.detach().clone() if loop.grad_tol is not None else None
         opt.step(closure)
         if loop.box[0] is not None:
             with torch.no_grad():
@@ -131,6 +148,10 @@ def _run_lbfgs(objective: _Objective, xs, config: AttackConfig, loop: _LoopOptio
         if loop.progress and it % loop.check_every == 0:
             bar.set_postfix_str(f"loss {history[-1].min().item():.4g}")
         bar.update()
+        if previous is not None and (
+            grad_at_start[it] <= loop.grad_tol * grad_at_start[0] or torch.equal(previous, leaf.detach())
+        ):
+            break
     bar.close()
     xs.copy_(leaf.detach())
-    return steps, history
+    return steps, history, it + 1

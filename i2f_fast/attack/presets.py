@@ -15,6 +15,9 @@ INITS = ("randn", "rand", "zeros")
 
 OPTIMIZERS = ("adam", "lbfgs")
 LBFGS_LR = 1.0  # the original DLG's L-BFGS step (PyTorch's default)
+LINE_SEARCHES = (None, "strong_wolfe")
+"""L-BFGS step rules of :func:`invert`: the fixed step ``lr`` (DLG's) or torch's strong-Wolfe line search."""
+LINE_SEARCH_EVALS = 25  # objective evaluations a strong-Wolfe line search may spend per iteration
 
 
 @dataclass(frozen=True)

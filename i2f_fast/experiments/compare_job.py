@@ -1,15 +1,19 @@
-"""``i2f-fast compare``: I²F's prediction next to a real attack, per sample and defense strength.
+"""``i2f-fast compare``: the predicted reconstruction error next to a real attack, per sample and
+defense strength (the paper's claim: the prediction tracks the attack across strengths).
 
 For each of N samples (the paper's batch-of-one setting) and each defense strength, the sample's
-clean gradient is defended, I²F and its lower bound are computed for the resulting δ (all N × S
-systems in one per-sample batched solve), and the attack is run on the defended gradient. I²F is
-an unnormalised distance ‖Δx‖ while the paper plots RMSE = ‖Δx‖/√D, so the table and the plot put
-``I²F/√D`` (the RMSE I²F predicts) next to the attack's RMSE; the log-log correlations do not
-depend on that constant.
+clean gradient is defended, the prediction (:meth:`InversionInfluence.i2f
+<i2f_fast.influence.InversionInfluence.i2f>` with the attack's objective: L2 for DLG, the projected
+cosine form for GS) and the paper's lower bound are computed for the resulting δ (all N × S
+systems together), and the attack is run on the defended gradient. Predicted and achieved errors
+are both RMSE per element in the normalised space (``‖Δx‖/√D``), plotted on y = x; the command
+reports the log-log correlations and the median achieved/predicted ratio (1 when the attack lands
+where predicted; above 1 when it stops short of the optimum or finds another one).
 """
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 
@@ -17,13 +21,14 @@ import torch
 from scipy import stats
 
 from .. import metrics
-from ..attack import invert
-from ..influence import InversionInfluence
+from ..attack import PRESETS, invert
+from ..influence import DEFAULT_EPS_REL, InversionInfluence
+from .output import damping_label
 from .problem import clean_gradient, defend, load_problem
 
 COLUMNS = (
-    "sample", "label", "strength", "delta_norm", "i2f", "i2f_lower_bound", "i2f_rmse", "attack_rmse",
-    "attack_psnr", "matching_loss",
+    "sample", "label", "strength", "delta_norm", "eps", "i2f", "i2f_lower_bound", "i2f_rmse", "attack_rmse",
+    "ratio", "attack_psnr", "matching_loss",
 )
 
 
@@ -43,11 +48,13 @@ def run_compare(args, progress: bool = True) -> dict:
     """Run the compare job; returns the dict written to ``compare.json``."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.eps < 0:
+    if args.eps is not None and args.eps < 0:
         raise SystemExit("i2f-fast compare: --eps must be >= 0")
     problem = load_problem(args)
     model, x, y = problem.model, problem.x, problem.y
-    N, S, D = x.shape[0], len(args.strengths), math.prod(x.shape[1:])
+    N, S = x.shape[0], len(args.strengths)
+    objective = PRESETS[args.attack].match  # "l2" (dlg) or "cosine" (gs): the prediction of that attack
+    bounds = problem.batch.pixel_bounds if args.box else None
     gen = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     grads = [clean_gradient(model, x[n : n + 1], y[n : n + 1]) for n in range(N)]
@@ -55,7 +62,7 @@ def run_compare(args, progress: bool = True) -> dict:
                 for s in args.strengths]
     deltas = torch.stack([torch.stack([d.delta for d in row]) for row in defended])  # (S, N, P)
     influence = InversionInfluence(model, x, y, per_sample=True, generator=gen)
-    i2f = influence.i2f(deltas, args.eps)
+    i2f = influence.i2f(deltas, eps=args.eps, eps_rel=args.eps_rel, objective=objective)
     bound = influence.lower_bound(deltas)
     i2f_seconds = time.perf_counter() - start
 
@@ -70,16 +77,16 @@ def run_compare(args, progress: bool = True) -> dict:
             res = invert(
                 model, defended[si][n].grads, y[n : n + 1], (1, *x.shape[1:]), attack=args.attack,
                 iterations=args.iterations, restarts=args.restarts, tv=args.tv, lr=args.lr, optimizer=args.optimizer,
-                bounds=problem.batch.pixel_bounds if args.attack == "gs" else None, generator=gen,
+                bounds=bounds, generator=gen,
                 progress=False,
             )
             attack_seconds += time.perf_counter() - t0
             original = x[n : n + 1]
+            attack_rmse = metrics.rmse(res.x, original).item()
             rows.append(dict(
                 sample=n, label=int(y[n]), strength=strength, delta_norm=defended[si][n].stats["delta_norm"],
-                i2f=i2f.value[si, n].item(), i2f_lower_bound=bound.value[si, n].item(),
-                i2f_rmse=i2f.value[si, n].item() / math.sqrt(D),
-                attack_rmse=metrics.rmse(res.x, original).item(),
+                eps=i2f.eps[si, n].item(), i2f=i2f.value[si, n].item(), i2f_lower_bound=bound.value[si, n].item(),
+                i2f_rmse=i2f.rmse[si, n].item(), attack_rmse=attack_rmse, ratio=attack_rmse / i2f.rmse[si, n].item(),
                 attack_psnr=metrics.psnr(res.x, original, problem.batch.mean, problem.batch.std).item(),
                 matching_loss=res.loss,
             ))
@@ -88,11 +95,13 @@ def run_compare(args, progress: bool = True) -> dict:
     bar.close()
     return dict(
         config=dict(
-            dataset=args.dataset, model=args.model, samples=N, start=args.start, input_dim=D,
+            dataset=args.dataset, model=args.model, samples=N, start=args.start, input_dim=math.prod(x.shape[1:]),
             num_params=problem.num_params, defense=args.defense, strengths=list(args.strengths), attack=args.attack,
-            optimizer=args.optimizer, iterations=args.iterations, restarts=args.restarts, eps=args.eps,
-            seed=args.seed, dtype=args.dtype,
+            objective=objective, optimizer=args.optimizer, iterations=args.iterations, restarts=args.restarts,
+            box=args.box, eps=args.eps, eps_rel=None if args.eps is not None else args.eps_rel or DEFAULT_EPS_REL,
+            method=i2f.method, seed=args.seed, dtype=args.dtype,
         ),
+        median_ratio=statistics.median(r["ratio"] for r in rows),
         correlation_log_i2f_vs_log_rmse=_correlations([r["i2f"] for r in rows], [r["attack_rmse"] for r in rows]),
         correlation_log_lower_bound_vs_log_rmse=_correlations(
             [r["i2f_lower_bound"] for r in rows], [r["attack_rmse"] for r in rows]
@@ -104,16 +113,19 @@ def run_compare(args, progress: bool = True) -> dict:
 
 
 def print_compare(result: dict) -> None:
-    header = ("sample", "label", "strength", "‖δ‖", "I²F", "I²F_lb", "I²F/√D", "RMSE", "PSNR dB")
+    header = ("sample", "label", "strength", "‖δ‖", "I²F", "I²F_lb", "I²F/√D", "RMSE", "RMSE/pred", "PSNR dB")
     print(" ".join(f"{h:>10}" for h in header))
     for r in result["rows"]:
         cells = (
             f"{r['sample']:>10d}", f"{r['label']:>10d}", f"{r['strength']:>10.3g}", f"{r['delta_norm']:>10.3e}",
             f"{r['i2f']:>10.3e}", f"{r['i2f_lower_bound']:>10.3e}", f"{r['i2f_rmse']:>10.3e}",
-            f"{r['attack_rmse']:>10.3e}", f"{r['attack_psnr']:>10.2f}",
+            f"{r['attack_rmse']:>10.3e}", f"{r['ratio']:>10.3g}", f"{r['attack_psnr']:>10.2f}",
         )
         print(" ".join(cells))
     cfg = result["config"]
+    damping = damping_label(cfg["eps"], cfg["eps_rel"])
+    print(f"(I²F: the {cfg['objective']} prediction ‖Δx‖ with {damping} ({cfg['method']}), I²F/√D the RMSE it "
+          "predicts; I²F_lb = ‖Jᵀδ‖/λ_max, the paper's lower bound; RMSE: the attack's, normalised space)")
     for key, name in (("correlation_log_i2f_vs_log_rmse", "I²F"), ("correlation_log_lower_bound_vs_log_rmse", "I²F_lb")):
         c = result[key]
         if c["pearson"] is None:
@@ -121,7 +133,8 @@ def print_compare(result: dict) -> None:
         else:
             print(f"log {name} vs log RMSE over n = {c['n']}: Pearson {c['pearson']:.3f} (p = {c['pearson_p']:.2g}), "
                   f"Spearman {c['spearman']:.3f} (p = {c['spearman_p']:.2g})")
+    print(f"median attack/predicted RMSE: {result['median_ratio']:.3g} (1: the attack lands where predicted)")
     print(f"{cfg['model']} ({cfg['num_params']:,} parameters), {cfg['samples']} {cfg['dataset']} samples × "
           f"{len(cfg['strengths'])} {cfg['defense']} strengths, {cfg['attack']} attack {cfg['iterations']} iterations "
-          f"× {cfg['restarts']} restart(s), ε = {cfg['eps']:g}: I²F {result['i2f_seconds']:.1f} s, "
+          f"× {cfg['restarts']} restart(s){', box' if cfg['box'] else ''}: I²F {result['i2f_seconds']:.1f} s, "
           f"attacks {result['attack_seconds']:.1f} s")

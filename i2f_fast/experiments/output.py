@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .. import metrics
+from ..influence import DEFAULT_EPS_REL
 
 
 def _finite(obj):
@@ -55,6 +56,11 @@ def save_figure(fig, path: Path, dpi: int) -> None:
     _pyplot().close(fig)
 
 
+def damping_label(eps: float | None, eps_rel: float | None) -> str:
+    """``ε = …`` as a job ran it: absolute, else relative to λ_max (the calibrated default when None)."""
+    return f"ε = {eps:g}" if eps is not None else f"ε = {DEFAULT_EPS_REL if eps_rel is None else eps_rel:g}·λ_max"
+
+
 def _pyplot():
     import matplotlib
 
@@ -88,15 +94,21 @@ def save_grid(original: torch.Tensor, restarts: torch.Tensor, batch, best: int, 
     save_figure(fig, path, dpi=100)
 
 
-def save_scatter(predicted, measured, strengths, title: str, xlabel: str, path: Path) -> None:
-    """Log-log scatter of ``measured`` against ``predicted`` (one colour per strength) with y = x."""
+def save_scatter(predicted, measured, strengths, title: str, xlabel: str, path: Path, kinds=None,
+                 level_name: str = "strength") -> None:
+    """Log-log scatter of ``measured`` against ``predicted`` with y = x: one colour per strength and,
+    when ``kinds`` (a series name per point, e.g. ``"local"`` / ``"global"``) is given, one marker
+    per series. All sequences have one entry per point."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.0))
+    kinds = [None] * len(predicted) if kinds is None else list(kinds)
     levels = sorted(set(strengths), key=lambda s: (s is None, s))
     colors = plt.cm.viridis([i / max(1, len(levels) - 1) for i in range(len(levels))])
-    for color, level in zip(colors, levels):
-        pts = [(p, m) for p, m, s in zip(predicted, measured, strengths) if s == level]
-        ax.loglog([p for p, _ in pts], [m for _, m in pts], "o", color=color, label=f"strength {level:g}" if level is not None else "")
+    for kind, marker in zip(dict.fromkeys(kinds), "oxs^dv"):
+        for color, level in zip(colors, levels):
+            pts = [(p, m) for p, m, s, k in zip(predicted, measured, strengths, kinds) if s == level and k == kind]
+            label = " ".join(([kind] if kind else []) + ([f"{level_name} {level:g}"] if level is not None else []))
+            ax.loglog([p for p, _ in pts], [m for _, m in pts], marker, color=color, label=label)
     positive = [v for v in list(predicted) + list(measured) if v > 0]
     if positive:
         lo, hi = min(positive) / 2, max(positive) * 2
@@ -105,6 +117,6 @@ def save_scatter(predicted, measured, strengths, title: str, xlabel: str, path: 
     ax.set_ylabel("attack RMSE (normalised space)")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2 if len(set(kinds)) > 1 else 1)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
