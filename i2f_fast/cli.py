@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", choices=sorted(MODELS), default="lenet")
     demo.add_argument("--init", choices=INIT_SCHEMES, default=None, help="weight initialisation (default: the model's)")
     demo.add_argument("--samples", type=int, default=8, help="number of samples (default 8)")
-    demo.add_argument("--variances", type=_positive_float, nargs="+", default=[1e-5, 1e-4, 1e-3])
+    demo.add_argument("--variances", type=_positive_float, nargs="+", default=[1e-8, 1e-6, 1e-4],
+                      help="Gaussian noise variances (default 1e-8 1e-6 1e-4: the linear regime, README 'validate')")
     _add_damping_args(demo)
     demo.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     demo.add_argument("--seed", type=int, default=0)
@@ -255,10 +256,11 @@ def _plot(result: dict, path: Path) -> None:
     for color, n in zip(colors, samples):
         rows = [r for r in result["rows"] if r["sample"] == n]
         var = [r["variance"] for r in rows]
-        ax.loglog(var, [r["i2f"] for r in rows], "o-", color=color, label=f"sample {n} (label {rows[0]['label']})")
-        ax.loglog(var, [r["i2f_lower_bound"] for r in rows], "x--", color=color, alpha=0.6)
+        root_d = math.sqrt(result["config"]["input_dim"])
+        ax.loglog(var, [r["rmse"] for r in rows], "o-", color=color, label=f"sample {n} (label {rows[0]['label']})")
+        ax.loglog(var, [r["i2f_lower_bound"] / root_d for r in rows], "x--", color=color, alpha=0.6)
     ax.set_xlabel("Gaussian noise variance σ²")
-    ax.set_ylabel("predicted reconstruction error ‖Δx‖")
+    ax.set_ylabel("predicted attack RMSE ‖Δx‖/√D (normalised space)")
     cfg = result["config"]
     ax.set_title(f"I²F (solid) and lower bound (dashed): {cfg['model']} on {cfg['dataset']}, {cfg['damping']}")
     ax.title.set_fontsize(9)
