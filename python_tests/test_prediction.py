@@ -77,6 +77,21 @@ def test_per_sample_relative_damping_uses_each_samples_lambda_max():
             assert_close(res.shift[:, n].reshape(2, -1), expected.T, scale=expected.abs().max().item())
 
 
+@pytest.mark.parametrize("method", ["spectral", "lsqr", "cg"])
+def test_per_sample_cosine_with_layer_weights_uses_each_samples_gradient(method):
+    model, x, y = make_problem("cnn", 3)
+    Js = per_sample_jacobians(model, x, y)
+    inf = InversionInfluence(model, x, y, per_sample=True)
+    layer_weights = [0.5, 2.0, 1.0, 0.3, 0.7, 1.3]
+    w = element_weights(inf, layer_weights)
+    deltas = 1e-2 * torch.randn(2, 3, Js[0].shape[0], dtype=torch.float64)
+    res = inf.i2f(deltas, eps_rel=1e-4, objective="cosine", layer_weights=layer_weights, method=method, tol=1e-12)
+    for n, J in enumerate(Js):
+        expected, eps = dense_shift(J, inf.jacobian.gradient[n], deltas[:, n].T, "cosine", w, 1e-4)
+        assert_close(res.eps[:, n], eps.expand(2))
+        assert_close(res.shift[:, n].reshape(2, -1), expected.T, scale=expected.abs().max().item())
+
+
 def test_default_damping_is_the_calibrated_relative_one():
     model, x, y = make_problem("cnn", 1)
     inf = InversionInfluence(model, x, y)
