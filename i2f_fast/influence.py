@@ -412,7 +412,8 @@ class InversionInfluence:
                 system, method, d_rows, row_damping.to(self._dtype), tol, max_iter
             )
         vshape = self._values_shape(K, batched)
-        value = shift_rows.reshape(shift_rows.shape[0], -1).norm(dim=1)
+        # Norms in float64: a float32 sum of squares underflows for shifts below ~1e-19 (huge eps).
+        value = shift_rows.reshape(shift_rows.shape[0], -1).to(torch.float64).norm(dim=1)
         if not torch.isfinite(value).all():
             raise FloatingPointError(
                 "I²F is not finite: AᵀA + εI is numerically singular or the model's second derivatives "
@@ -431,7 +432,7 @@ class InversionInfluence:
             value=value.reshape(vshape),
             rmse=(value / math.sqrt(self.row_dim)).reshape(vshape),
             shift=shift if batched else shift[0],
-            jt_delta_norm=b_rows.reshape(b_rows.shape[0], -1).norm(dim=1).to(self._dtype).reshape(vshape),
+            jt_delta_norm=b_rows.reshape(b_rows.shape[0], -1).to(torch.float64).norm(dim=1).to(self._dtype).reshape(vshape),
             iterations=iterations.reshape(vshape),
             residual=residual.reshape(vshape),
             converged=converged.reshape(vshape),

@@ -185,6 +185,16 @@ def test_expected_square_matches_dense_trace(objective, weighted):
     assert est.method == "hutchinson" and abs(est.value - expected) <= 4 * est.stderr
 
 
+@pytest.mark.parametrize("method", ["cg", "lsqr", "spectral"])
+def test_float32_at_huge_damping_keeps_its_tiny_value(method):
+    model, x, y = make_problem("cnn", 1, torch.float32)
+    inf = InversionInfluence(model, x, y)
+    delta = 1e-2 * torch.randn(inf.jacobian.num_params)
+    res = inf.i2f(delta, eps=1e25, method=method)
+    # (JᵀJ + εI)⁻¹Jᵀδ → Jᵀδ/ε: about 1e-27, far below where a float32 sum of squares underflows
+    assert res.value.item() == pytest.approx(res.jt_delta_norm.item() / 1e25, rel=1e-4) and res.value > 0
+
+
 class TestBadInput:
     def setup_method(self):
         self.model, self.x, self.y = make_problem("cnn", 1)
