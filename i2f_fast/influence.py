@@ -1,7 +1,7 @@
 """The Inversion Influence Function (I²F): the predicted reconstruction error of an attack.
 
 For a perturbation ``δ`` of the shared gradient, I²F predicts how far a gradient-inversion attack
-lands from the private input ``x`` (``../shared/PREDICTION.md``)::
+lands from the private input ``x`` (README.md, "What I²F predicts, and how well")::
 
     I²F(δ)    = ‖(JᵀJ + εI)⁻¹ Jᵀ δ‖            the attack's optimum, linearised at x
     I²F_lb(δ) = ‖Jᵀ δ‖ / λ_max(JᵀJ)             the paper's lower bound (λ_max by Lanczos)

@@ -1,7 +1,7 @@
 """The gradient-inversion attack's optimality condition, linearised at the private input.
 
 An attack that matches the shared gradient ``t = g + δ`` lands, to first order in ``δ``, at
-``x̂ = x + Δ`` with (``../shared/PREDICTION.md`` §1–2)::
+``x̂ = x + Δ`` with (README.md, "What I²F predicts, and how well")::
 
     Δ = (AᵀA + εI)⁻¹ Aᵀ Π W^½ δ ,      A = Π W^½ J      (P × D)
 

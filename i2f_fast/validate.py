@@ -3,7 +3,7 @@
 :meth:`InversionInfluence.i2f <i2f_fast.influence.InversionInfluence.i2f>` predicts where a
 gradient-inversion attack lands when the shared gradient ``t = g + δ`` is perturbed: at
 ``x̂ = x + Δ`` with ``Δ`` the attack's optimality condition linearised at the private input
-(``../shared/PREDICTION.md`` §1–2). :func:`validate` checks that claim per sample with two attacks
+(README.md, "What I²F predicts, and how well"). :func:`validate` checks that claim per sample with two attacks
 that minimise the same objective as :func:`~i2f_fast.attack.invert` (``"l2"``: DLG, ``"cosine"``: GS):
 
 * the **local attack** starts at the true ``x`` and runs L-BFGS with a strong-Wolfe line search to
@@ -43,7 +43,7 @@ OBJECTIVE_ATTACKS = {"l2": "dlg", "cosine": "gs"}
 
 LIMIT_EPS_REL = 1e-10
 """Default damping of :func:`validate`, relative to λ_max: the limit ε → 0, i.e. the converged
-attacker that the local attack is (PREDICTION.md §4)."""
+attacker that the local attack is (README.md, "Which damping")."""
 
 RATIO_TOLERANCE = 0.10
 MIN_COSINE = 0.98
