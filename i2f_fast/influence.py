@@ -47,7 +47,6 @@ from .solvers import (
     available_memory,
     cg,
     cgls,
-    default_tol,
     dense_spectrum,
     dense_spectrum_bytes,
     lanczos,
@@ -68,8 +67,8 @@ solve on it is ~170× cheaper than one (``benchmarks/bench_prediction.py``)."""
 ITERATIVE_EPS_REL = 1e-4
 """``method="auto"`` uses CG from this relative damping up (it converges in tens of iterations there)."""
 SPECTRAL_BLOCK = 16
-"""Unit vectors per batched product when assembling a spectrum (LeNet float64: 2.5 ms per
-sample-tangent at 8–16, 3.5 ms at 64)."""
+"""Unit vectors per batched product when assembling a spectrum (LeNet float64, measured under
+load: 2.5 ms per sample-tangent at 8–16, 3.5 ms at 64)."""
 
 
 @dataclass
@@ -158,10 +157,6 @@ class ExpectedI2F:
     eps: torch.Tensor
 
 
-def _check_eps(eps):
-    frontdoor.number(eps, "eps", minimum=0)
-
-
 def _damping_arguments(eps, eps_rel) -> tuple[float | None, float | None]:
     """``(eps, eps_rel)`` checked: exclusive; neither given → the calibrated ``DEFAULT_EPS_REL``."""
     if eps is not None and eps_rel is not None:
@@ -229,9 +224,10 @@ class InversionInfluence:
     def _gram_rows(self, rows: torch.Tensor) -> torch.Tensor:
         return self._to_rows(self.jacobian.gram(self._from_rows(rows)))
 
-    def _flat_gram_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Lanczos matvec: ``(n, D_row)`` → ``(n, D_row)`` for one copy of every system."""
-        return self._gram_rows(rows.reshape(-1, *self._row_shape)).reshape(rows.shape)
+    def _flat(self, rows_matvec):
+        """A matvec on ``(m·n, *row_shape)`` rows as one on flat ``(m·n, D_row)`` rows (the
+        convention of :func:`~i2f_fast.solvers.lanczos` and :func:`~i2f_fast.solvers.dense_spectrum`)."""
+        return lambda rows: rows_matvec(rows.reshape(-1, *self._row_shape)).reshape(rows.shape)
 
     def _as_delta(self, delta) -> tuple[torch.Tensor, bool]:
         """Normalise ``delta`` to a flat ``(K, *prefix, P)`` tensor; returns it and whether K was given."""
@@ -287,19 +283,17 @@ class InversionInfluence:
         """The linearised attack system (cached) and its cache key."""
         key = self._system_key(objective, layer_weights)
         dtype = torch.float64 if float64 else self._dtype
-        weights = self._element_weights(layer_weights, dtype)
         full = key + (dtype,)
         if full not in self._systems:
             op = self._float64_jacobian() if float64 else self.jacobian
-            self._systems[full] = LinearisedAttack(op, objective, weights)
+            self._systems[full] = LinearisedAttack(op, objective, self._element_weights(layer_weights, dtype))
         return self._systems[full], key
 
     def _spectrum(self, system: LinearisedAttack, key: tuple) -> DenseSpectrum:
         if key not in self._spectra:
             n, D = self._rows_per_delta, self.row_dim
             self._spectra[key] = dense_spectrum(
-                lambda v: system.normal(v.reshape(-1, *self._row_shape)).reshape(v.shape),
-                D, rows=n, dtype=torch.float64, device=self._device, block=SPECTRAL_BLOCK,
+                self._flat(system.normal), D, rows=n, dtype=torch.float64, device=self._device, block=SPECTRAL_BLOCK,
             )
         return self._spectra[key]
 
@@ -307,7 +301,7 @@ class InversionInfluence:
         """The full spectrum of every system's ``AᵀA`` (``JᵀJ`` for L2 without weights), float64.
 
         Eigenvalues ``(n, D)`` ascending and eigenvectors ``(n, D, D)``, n = N per sample, else 1.
-        Assembled from ``⌈D/64⌉`` batched products and cached (see :func:`i2f_fast.solvers.dense_spectrum`)."""
+        Assembled from ``⌈D/SPECTRAL_BLOCK⌉`` batched products and cached (see :func:`i2f_fast.solvers.dense_spectrum`)."""
         system, key = self._system(objective, layer_weights, float64=True)
         return self._spectrum(system, key)
 
@@ -337,8 +331,7 @@ class InversionInfluence:
                 self._lambda_max[key] = self._eigen(1, "lanczos").eigenvalues[:, 0]
             else:
                 res = lanczos(
-                    lambda v: system.normal(v.reshape(-1, *self._row_shape)).reshape(v.shape), self.row_dim, 1,
-                    rows=self._rows_per_delta, dtype=self._dtype, device=self._device, generator=self.generator,
+                    self._flat(system.normal), self.row_dim, 1, rows=self._rows_per_delta, dtype=self._dtype, device=self._device, generator=self.generator,
                 )
                 self._lambda_max[key] = res.eigenvalues[:, 0]
         return self._lambda_max[key]
@@ -502,11 +495,11 @@ class InversionInfluence:
         if key not in self._top:
             common = dict(rows=self._rows_per_delta, dtype=self._dtype, device=self._device, generator=self.generator)
             if method == "lanczos":
-                self._top[key] = lanczos(self._flat_gram_rows, self.row_dim, k, **common)
+                self._top[key] = lanczos(self._flat(self._gram_rows), self.row_dim, k, **common)
             elif method == "power":
                 if k != 1:
                     raise ValueError("power iteration gives only the top eigenpair (k=1)")
-                self._top[key] = power_iteration(self._flat_gram_rows, self.row_dim, **common)
+                self._top[key] = power_iteration(self._flat(self._gram_rows), self.row_dim, **common)
             else:
                 raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
             res = self._top[key]
@@ -620,8 +613,8 @@ class InversionInfluence:
         """``(VᵀCV)_ii`` per system, ``(n, D)``: the noise energy along each eigenvector."""
         n, D = V.shape[0], V.shape[1]
         energy = torch.empty(n, D, dtype=V.dtype, device=V.device)
-        for start in range(0, D, 64):
-            cols = V[:, :, start : start + 64].permute(2, 0, 1)  # (m, n, D): eigenvector j of every system
+        for start in range(0, D, SPECTRAL_BLOCK):
+            cols = V[:, :, start : start + SPECTRAL_BLOCK].permute(2, 0, 1)  # (m, n, D): eigenvector j of every system
             energy[:, start : start + cols.shape[0]] = system.noise_energy(cols.reshape(-1, *self._row_shape)).reshape(
                 cols.shape[0], n
             ).T

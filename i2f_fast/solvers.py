@@ -9,7 +9,7 @@ flag costs nothing and a solve that converges in 4 iterations should not run 10.
 """
 from __future__ import annotations
 
-import math
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -604,8 +604,6 @@ def available_memory(device: torch.device | str) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    import os
-
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 

@@ -40,9 +40,9 @@ eager execution, with the reason logged, when the model cannot be captured.
 
 The best restart is the one with the smallest matching loss at its final iterate.
 """
-from .invert import AttackResult, _check_model, _choose_onednn, invert
+from .invert import AttackResult, _choose_onednn, invert  # noqa: F401 (_choose_onednn: benchmarks)
 from .labels import LABEL_STRATEGIES, infer_labels
-from .objective import _Objective
+from .objective import _Objective  # noqa: F401 (tests and benchmarks)
 from .presets import ATTACKS, INITS, LBFGS_LR, OPTIMIZERS, PRESETS, AttackConfig
 
 __all__ = [
