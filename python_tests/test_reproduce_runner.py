@@ -166,3 +166,11 @@ def test_reproduce_checks_out_before_any_computation(tmp_path, fake):
     with pytest.raises(SystemExit, match="--out"):
         main(["reproduce", "training", "--quick", "--out", str(blocker)])
     assert not fake
+
+
+def test_a_module_without_the_whole_contract_is_refused(monkeypatch):
+    module = _fake_module([])
+    del module.verdict
+    monkeypatch.setitem(sys.modules, FAKE, module)
+    with pytest.raises(TypeError, match="lacks verdict"):
+        reproduce.load("training")
