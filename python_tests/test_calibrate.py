@@ -1,0 +1,174 @@
+"""Noise calibration and DP budgets (i2f_fast.audit.calibrate, i2f_fast.audit.accounting): the calibrated
+noise is the smallest that meets the quantile, the one-pass closed form agrees with a fresh prediction
+and with the attack at that noise, ε comes from Opacus's accountants, bad input names the argument."""
+import math
+import sys
+
+import pyarrow as pa
+import pytest
+import torch
+
+import i2f_fast.audit
+from i2f_fast import InversionInfluence
+from i2f_fast.audit.accounting import TrainingConfig, epsilon_spent, noise_multiplier_for
+from i2f_fast.audit.calibrate import calibrate, risk_of_budget
+from i2f_fast.audit.risk import parse_defense, predicted_risk
+from i2f_fast.data import digits
+from i2f_fast.models import mlp
+
+SIZE = 8
+QUICK_CHECK = dict(check_samples=1, restarts=1, iterations=20)
+TRAINING = dict(sample_rate=0.01, steps=500, delta=1e-5)
+
+
+class _AuditResult:
+    def __init__(self, table, config):
+        self.table, self.config = table, config
+
+
+def _stand_in_audit(model, dataset, defense="gaussian:1e-4", *, objective="l2", per_sample=True, batch_size=None,
+                    out=None, resume=False, chunk_size=None, eps=None, eps_rel=None, seed=0, progress=True):
+    """The signature of helper A's ``audit`` (issue 13 split), one predicted_risk call over all samples."""
+    assert per_sample and batch_size is None and out is None
+    if hasattr(dataset, "images"):
+        x, y = dataset.images, dataset.labels
+    else:
+        x = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        y = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+    risk = predicted_risk(InversionInfluence(model, x, y, per_sample=True), defense, objective=objective, eps=eps,
+                          eps_rel=eps_rel)
+    n = x.shape[0]
+    table = pa.table(dict(
+        index=list(range(n)), label=y.tolist(), rmse=risk.rmse.tolist(), stderr=risk.stderr.tolist(),
+        bias_rmse=risk.bias_rmse.tolist(), noise_rmse=risk.noise_rmse.tolist(), exact=[risk.exact] * n,
+        method=[risk.method] * n, eps=risk.eps.tolist(),
+    ))
+    return _AuditResult(table, dict(defense=parse_defense(defense).spec, objective=objective))
+
+
+@pytest.fixture(autouse=True)
+def _audit_and_one_thread(monkeypatch):
+    if not hasattr(i2f_fast.audit, "audit"):
+        monkeypatch.setattr(i2f_fast.audit, "audit", _stand_in_audit, raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model = mlp((1, SIZE, SIZE), hidden=(16,), generator=torch.Generator().manual_seed(0)).eval()
+    return model, digits(n=10, image_size=SIZE)
+
+
+def _risk(model, batch, spec):
+    return predicted_risk(InversionInfluence(model, batch.images, batch.labels, per_sample=True), spec).rmse
+
+
+def test_gaussian_calibration_is_the_smallest_variance_that_meets_the_quantile(problem):
+    model, batch = problem
+    unit = _risk(model, batch, "gaussian:1.0")
+    target = 0.5 * unit.median().item() * math.sqrt(1e-4)  # reached near σ² = 0.25e-4
+    cal = calibrate(model, batch, target, quantile=0.2, **QUICK_CHECK)
+    assert cal.kind == "gaussian" and cal.defense == f"gaussian:{cal.noise!r}" and not cal.met_without_noise
+    assert cal.noise_std == pytest.approx(math.sqrt(cal.noise))
+    # a fresh prediction at the calibrated variance: its 20 % quantile is the target, and 1 % less noise misses it
+    assert torch.quantile(_risk(model, batch, cal.defense), 0.2).item() == pytest.approx(target, rel=1e-6)
+    assert torch.quantile(_risk(model, batch, f"gaussian:{0.99 * cal.noise}"), 0.2).item() < target
+    assert cal.quantile_rmse == pytest.approx(target, rel=1e-9) and cal.exact and cal.epsilon is None
+    # the attack's check on the most exposed sample
+    (check,) = cal.checks
+    exposed = torch.argmin(_risk(model, batch, cal.defense)).item()
+    assert check.index == exposed and check.label == int(batch.labels[exposed])
+    assert check.repredicted_rmse == pytest.approx(check.predicted_rmse, rel=1e-6)
+    assert check.local_rmse == pytest.approx(check.draw_predicted_rmse, rel=0.1)  # linear regime: the attack lands there
+    assert check.global_rmse > 0
+    assert cal.table.num_rows == len(batch)
+
+
+def test_dp_calibration_reports_the_noise_multiplier_and_its_epsilon(problem):
+    model, batch = problem
+    clip = 1e3  # no sample is clipped: the risk is the noise's alone
+    unit = _risk(model, batch, f"dp:clip={clip},noise=1.0,batch=4")
+    target = 0.1 * unit.min().item() * 1e-3
+    cal = calibrate(model, batch, target, quantile=0.0, defense="dp", clip=clip, batch=4, check_samples=0, **TRAINING)
+    assert cal.kind == "dp" and cal.noise == pytest.approx(1e-4, rel=1e-6)  # quantile 0: the most exposed sample
+    assert cal.defense == f"dp:clip={clip!r},noise={cal.noise!r},batch=4" and cal.noise_std == pytest.approx(cal.noise * clip)
+    assert cal.epsilon == epsilon_spent(cal.noise, TrainingConfig(**TRAINING)) and cal.epsilon > 1e3  # tiny z: no privacy
+    assert cal.training.accountant == "rdp" and cal.checks == []
+
+
+def test_dp_clipping_bias_alone_can_meet_the_target(problem):
+    model, batch = problem
+    bias = predicted_risk(InversionInfluence(model, batch.images, batch.labels, per_sample=True),
+                          "dp:clip=1e-3,noise=0").bias_rmse
+    cal = calibrate(model, batch, 0.5 * bias.min().item(), quantile=0.0, defense="dp", clip=1e-3, check_samples=0,
+                    **TRAINING)
+    assert cal.met_without_noise and cal.noise == 0 and cal.epsilon == math.inf
+
+
+def test_a_target_out_of_reach_and_bad_input_name_the_argument(problem):
+    model, batch = problem
+    with pytest.raises(ValueError, match=r"target_rmse=1e\+06 is out of reach.*max_noise=1"):
+        calibrate(model, batch, 1e6, check_samples=0)
+    cases = [
+        (dict(target_rmse=0.0), "target_rmse"),
+        (dict(target_rmse=0.1, quantile=1.0), "quantile"),
+        (dict(target_rmse=0.1, defense="laplace"), "defense"),
+        (dict(target_rmse=0.1, defense="dp", clip=1.0, steps=10, delta=1e-5), "sample_rate"),
+        (dict(target_rmse=0.1, clip=1.0), "clip"),
+        (dict(target_rmse=0.1, defense="dp", clip=-1.0, **TRAINING), "clip"),
+        (dict(target_rmse=0.1, defense="dp", clip=1.0, accountant="gdp", **TRAINING), "accountant"),
+        (dict(target_rmse=0.1, max_noise=0.0), "max_noise"),
+        (dict(target_rmse=0.1, check_samples=-1), "check_samples"),
+    ]
+    for kwargs, argument in cases:
+        with pytest.raises(ValueError, match=argument):
+            calibrate(model, batch, **kwargs)
+
+
+def test_risk_of_budget_is_the_audit_at_opacus_noise_multiplier(problem):
+    model, batch = problem
+    res = risk_of_budget(model, batch, epsilon=2.0, delta=1e-5, sample_rate=0.01, steps=500, clip=1.0, batch=8)
+    from opacus.accountants.utils import get_noise_multiplier
+
+    z = get_noise_multiplier(target_epsilon=2.0, target_delta=1e-5, sample_rate=0.01, steps=500)
+    assert res.noise_multiplier == z and res.defense == f"dp:clip=1.0,noise={z!r},batch=8"
+    assert 2.0 - 0.01 <= res.epsilon <= 2.0
+    rmse = _risk(model, batch, res.defense)
+    assert list(res.quantiles) == [0.05, 0.25, 0.5]
+    for q, value in res.quantiles.items():
+        assert value == pytest.approx(torch.quantile(rmse, q).item(), rel=1e-9)
+    with pytest.raises(ValueError, match="epsilon=1e-09: no noise multiplier reaches it"):
+        risk_of_budget(model, batch, epsilon=1e-9, delta=1e-5, sample_rate=1.0, steps=10, clip=1.0)
+    with pytest.raises(ValueError, match="sample_rate"):
+        risk_of_budget(model, batch, epsilon=2.0, delta=1e-5, sample_rate=1.5, steps=500, clip=1.0)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_accounting_is_opacus_both_ways(accountant):
+    from opacus.accountants import create_accountant
+
+    config = TrainingConfig(0.02, 300, 1e-5, accountant)
+    reference = create_accountant(accountant)
+    for _ in range(300):
+        reference.step(noise_multiplier=1.1, sample_rate=0.02)
+    assert epsilon_spent(1.1, config) == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-9)
+    assert epsilon_spent(2.0, config) < epsilon_spent(1.1, config) and epsilon_spent(0.0, config) == math.inf
+    z = noise_multiplier_for(3.0, config)
+    assert 3.0 - 0.01 <= epsilon_spent(z, config) <= 3.0
+
+
+def test_accounting_bad_input_and_missing_opacus(monkeypatch):
+    for kwargs, argument in [(dict(sample_rate=0.0), "sample_rate"), (dict(sample_rate=1.5), "sample_rate"),
+                             (dict(steps=0), "steps"), (dict(delta=1.0), "delta"), (dict(accountant="x"), "accountant")]:
+        with pytest.raises(ValueError, match=argument):
+            TrainingConfig(**{**TRAINING, **kwargs})
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        epsilon_spent(-1.0, TrainingConfig(**TRAINING))
+    with pytest.raises(ValueError, match="epsilon"):
+        noise_multiplier_for(0.0, TrainingConfig(**TRAINING))
+    monkeypatch.setitem(sys.modules, "opacus", None)
+    with pytest.raises(ImportError, match=r"i2f_fast\[dp\]"):
+        epsilon_spent(1.0, TrainingConfig(**TRAINING))
