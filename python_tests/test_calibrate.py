@@ -1,6 +1,7 @@
 """Noise calibration and DP budgets (i2f_fast.audit.calibrate, i2f_fast.audit.accounting): the calibrated
 noise is the smallest that meets the quantile, the one-pass closed form agrees with a fresh prediction
 and with the attack at that noise, ε comes from Opacus's accountants, bad input names the argument."""
+import json
 import math
 import sys
 
@@ -172,3 +173,48 @@ def test_accounting_bad_input_and_missing_opacus(monkeypatch):
     monkeypatch.setitem(sys.modules, "opacus", None)
     with pytest.raises(ImportError, match=r"i2f_fast\[dp\]"):
         epsilon_spent(1.0, TrainingConfig(**TRAINING))
+
+
+QUICK_COMMAND = ["--samples", "4", "--image-size", "8", "--model", "mlp", "--quiet"]
+
+
+def test_calibrate_command_writes_json_and_plot(tmp_path, capsys):
+    from i2f_fast.cli import main
+
+    out = tmp_path / "cal"
+    argv = ["calibrate", "--out", str(out), "--target-rmse", "0.05", "--quantile", "0.25", "--check-samples", "1",
+            "--iterations", "5", "--restarts", "1", "--local-iterations", "50", *QUICK_COMMAND]
+    assert main(argv) == 0
+    result = json.loads((out / "calibrate.json").read_text())
+    cal = result["calibrated"]
+    assert cal["defense"].startswith("gaussian:") and cal["quantile_rmse"] == pytest.approx(0.05, rel=1e-9)
+    assert len(result["rows"]) == 4 and len(result["checks"]) == 1 and len(result["levels"]) == 5
+    assert (out / "calibrate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    printed = capsys.readouterr().out
+    assert "← calibrated" in printed and "attack from x" in printed
+
+    dp = ["calibrate", "--out", str(out), "--target-rmse", "0.05", "--defense", "dp", "--objective", "cosine", "--clip",
+          "1e-2", "--sample-rate", "0.01", "--steps", "100", "--delta", "1e-5", "--check-samples", "0", *QUICK_COMMAND]
+    assert main(dp) == 0
+    result = json.loads((out / "calibrate.json").read_text())
+    cal = result["calibrated"]
+    assert cal["defense"].startswith("dp:clip=0.01,") and not cal["met_without_noise"]  # cosine: blind to clipping
+    assert cal["epsilon"] == pytest.approx(epsilon_spent(cal["noise"], TrainingConfig(0.01, 100, 1e-5)))
+    assert "spends ε" in capsys.readouterr().out
+
+
+def test_calibrate_command_bad_flags_name_the_flag(tmp_path):
+    from i2f_fast.cli import main
+
+    base = ["calibrate", "--out", str(tmp_path / "x"), "--target-rmse", "0.05", *QUICK_COMMAND]
+    for extra, flag in [(["--defense", "dp", "--clip", "1"], "--sample-rate"), (["--clip", "1"], "--clip"),
+                        (["--quantile", "1"], "--quantile"), (["--check-samples", "-1"], "--check-samples"),
+                        (["--local-iterations", "0"], "--local-iterations")]:
+        with pytest.raises(SystemExit, match=flag):
+            main(base + extra)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match="--out"):
+        main(["calibrate", "--out", str(tmp_path / "file"), "--target-rmse", "0.05"])
+    with pytest.raises(SystemExit, match="out of reach"):
+        main(base + ["--target-rmse", "1e6", "--check-samples", "0"])
