@@ -298,7 +298,7 @@ def audit(
         if world > 1:
             gathered = [None] * world
             torch.distributed.all_gather_object(gathered, computed)
-        table = merge_tables([t for part in gathered for t in part], units, "the audit")
+        table = merge_tables([t for part in gathered for t in part], units, None)
     return AuditResult(table, config, time.perf_counter() - start_time, sum(t.num_rows for t in computed),
                        Path(out) if out is not None else None)
 

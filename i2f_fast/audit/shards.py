@@ -47,7 +47,17 @@ TABLE_SCHEMA = pa.schema([
 
 
 class AuditConfigError(ValueError):
-    """An output folder already holds an audit of another configuration, or shards of two."""
+    """An output folder already holds an audit of another configuration, or shards of two.
+
+    ``str()`` is ``"out <folder>: <reason>"``; ``folder`` and ``reason`` are kept for the command
+    line, which names its flag (``--out``) instead."""
+
+    def __init__(self, folder, reason: str):
+        super().__init__(reason if folder is None else f"out {folder}: {reason}")
+        self.folder, self.reason = folder, reason
+
+    def __reduce__(self):  # pickled from rank 0 to the other ranks
+        return AuditConfigError, (self.folder, self.reason)
 
 
 def fingerprint(config: dict) -> str:
@@ -55,20 +65,20 @@ def fingerprint(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def merge_tables(tables: list[pa.Table], units: int, where: str) -> pa.Table:
+def merge_tables(tables: list[pa.Table], units: int, where) -> pa.Table:
     """The rows of ``tables`` sorted by index, checked to hold every index ``0 … units−1`` once.
 
     Raises:
-        AuditConfigError: a repeated or a missing index (``where`` says whose shards).
+        AuditConfigError: a repeated or a missing index (``where``: the output folder, or None).
     """
     table = pa.concat_tables(tables).sort_by("index") if tables else TABLE_SCHEMA.empty_table()
     index = table.column("index").to_pylist()
     repeated = sorted({i for i, j in zip(index, index[1:]) if i == j})
     if repeated:
-        raise AuditConfigError(f"{where} holds index {repeated[0]} more than once ({len(repeated)} repeated)")
+        raise AuditConfigError(where, f"index {repeated[0]} is there more than once ({len(repeated)} repeated)")
     missing = sorted(set(range(units)) - set(index))
     if missing or len(index) != units:
-        raise AuditConfigError(f"{where} misses {len(missing)} of {units} indices (first {missing[:5]})")
+        raise AuditConfigError(where, f"{len(missing)} of {units} indices are missing (first {missing[:5]})")
     return table
 
 
@@ -102,12 +112,12 @@ class ShardStore:
             try:
                 old = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as err:
-                raise AuditConfigError(f"out {self.out}: cannot read {CONFIG_FILE} of an earlier audit: {err}") from err
+                raise AuditConfigError(self.out, f"cannot read {CONFIG_FILE} of an earlier audit: {err}") from err
             if fingerprint(old) != self.key:
                 differ = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
                 raise AuditConfigError(
-                    f"out {self.out} holds an audit with another configuration (differs in: {', '.join(differ)}); "
-                    "use another output folder or delete it"
+                    self.out, f"holds an audit with another configuration (differs in: {', '.join(differ)}); "
+                    "use another output folder or delete it",
                 )
         for stale in self.folder.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
@@ -126,8 +136,8 @@ class ShardStore:
         found = (table.schema.metadata or {}).get(_FINGERPRINT_KEY, b"").decode()
         if found != self.key:
             raise AuditConfigError(
-                f"out {self.out}: shard {path.name} was computed with another configuration; "
-                "refusing to mix shards of two audits (use another output folder or delete it)"
+                self.out, f"shard {path.name} was computed with another configuration; "
+                "refusing to mix shards of two audits (use another output folder or delete it)",
             )
         return table.replace_schema_metadata(None)
 
@@ -143,7 +153,7 @@ class ShardStore:
         index = sorted(pa.concat_tables(tables).column("index").to_pylist())
         repeated = [i for i, j in zip(index, index[1:]) if i == j]
         if repeated:
-            raise AuditConfigError(f"out {self.out}: index {repeated[0]} is in two shards; delete the folder and rerun")
+            raise AuditConfigError(self.out, f"index {repeated[0]} is in two shards; delete the folder and rerun")
         return index
 
     def write(self, table: pa.Table) -> Path:
@@ -162,7 +172,7 @@ class ShardStore:
         Raises:
             AuditConfigError: shards of another configuration, a repeated or a missing index.
         """
-        table = merge_tables([self._read(p) for p in self.shard_paths()], units, f"out {self.out}")
+        table = merge_tables([self._read(p) for p in self.shard_paths()], units, self.out)
         with atomic_path(self.out / RESULTS_PARQUET) as tmp:
             pq.write_table(table, tmp)
         with atomic_path(self.out / RESULTS_CSV) as tmp:
