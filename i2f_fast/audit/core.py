@@ -6,12 +6,15 @@ consecutive samples, and returns a :class:`pyarrow.Table`. With ``out`` every ch
 disk (:mod:`~i2f_fast.audit.shards`): an interrupted audit resumes where it stopped.
 
 **torch.distributed.** When a process group is initialised (``torchrun``, see ``python -m
-i2f_fast.audit``), the indices still to do are split by a strided split without padding (rank r
-takes every W-th, from the r-th), each rank writes its own shards, and after a barrier rank 0 merges
+i2f_fast.audit``), the work is split by a strided split without padding at the granularity of a
+chunk: chunk c (indices ``c·S … c·S+S−1`` with S the chunk size, less those finished shards already
+hold) goes to rank ``c mod W``. Each rank writes its own shards and, after a barrier, rank 0 merges
 them; every rank returns the merged table. The same call without a process group runs in one
-process, with the same result: an exact (spectral) row does not depend on which rank or chunk
-computed it, and the estimates (Hutchinson, quantisation draws) are seeded per sample (or batch),
-and computed one at a time, for the same reason.
+process and gives the same table, bit for bit: a chunk's samples share batched products whose
+rounding depends on a sample's position in the batch, so the chunks, not single samples, are what
+the ranks split (a sample-level stride changed the last bits of λ). A resumed run recomputes the
+missing chunks whole, so it gives the same table too. The estimates (Hutchinson probes,
+quantisation draws) are computed one sample (or batch) at a time, seeded by its index.
 
 **λ_min / λ_max.** On the spectral route (systems of at most ``SPECTRAL_MAX_DIM`` elements whose
 dense matrices fit in memory) they are the extreme eigenvalues of the attack's normal matrix
@@ -264,25 +267,25 @@ def audit(
         return store.finished()
 
     finished = set(_from_rank0(prepare, world))
-    todo = [i for i in range(units) if i not in finished][rank::world]
     D = math.prod(samples.x.shape[1:]) * (1 if per_sample else batch_size)
     per_system = dense_spectrum_bytes(D, 1, torch.float64)
     spectral = D <= SPECTRAL_MAX_DIM and per_system <= available_memory(device) // 2
-    exact = spectral and defense.kind != "quantize"
-    if not (per_sample and exact):
-        chunk_size = 1  # one system at a time: its own seed (estimates) or its own batch
-    elif chunk_size is None:
-        chunk_size = max(1, min(DEFAULT_CHUNK_SIZE, available_memory(device) // 2 // per_system))
+    together = per_sample and spectral and defense.kind != "quantize"  # exact rows: one batched spectrum per chunk
+    if chunk_size is None:
+        fits = available_memory(device) // 2 // per_system if together else DEFAULT_CHUNK_SIZE
+        chunk_size = max(1, min(DEFAULT_CHUNK_SIZE, fits))
+    # Block-cyclic split: chunk c (indices c·S … c·S+S−1, less the finished ones) goes to rank c mod W.
+    chunks = [[i for i in range(c, min(c + chunk_size, units)) if i not in finished] for c in range(0, units, chunk_size)]
+    mine = [chunk for chunk in chunks if chunk][rank::world]
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(todo), desc=f"audit (rank {rank}/{world})" if world > 1 else "audit",
+    bar = tqdm(total=sum(map(len, mine)), desc=f"audit (rank {rank}/{world})" if world > 1 else "audit",
                unit="sample" if per_sample else "batch", file=sys.stderr, disable=not progress or rank != 0)
     computed = []
-    for first in range(0, len(todo), chunk_size):
-        indices = todo[first : first + chunk_size]
+    for indices in mine:
         table = _chunk_rows(model, samples, indices, defense, objective, per_sample, batch_size, eps, eps_rel,
-                            seed, spectral, device, dtype)
+                            seed, spectral, together, device, dtype)
         if store is not None:
             store.write(table)
         computed.append(table)
@@ -304,12 +307,15 @@ def audit(
 
 
 def _chunk_rows(model, samples: _Samples, indices: list[int], defense, objective, per_sample, batch_size, eps, eps_rel,
-                seed, spectral, device, dtype) -> pa.Table:
-    """The table rows of ``indices`` (samples per-sample, else batches), computed together."""
+                seed, spectral, together, device, dtype) -> pa.Table:
+    """The table rows of ``indices`` (samples per-sample, else batches): the samples of an exact
+    per-sample chunk together (one batched spectrum), every other row alone with its own seed."""
     solve = dict(objective=objective, eps=eps, eps_rel=eps_rel)
-    if per_sample:
+    if together:
         rows = torch.tensor(indices)
         groups = [(samples.x[rows], samples.y[rows], indices)]
+    elif per_sample:
+        groups = [(samples.x[i : i + 1], samples.y[i : i + 1], [i]) for i in indices]
     else:
         groups = []
         for b in indices:
