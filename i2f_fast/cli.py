@@ -22,6 +22,7 @@ import torch
 from . import __version__
 from .attack import ATTACKS, INITS, OPTIMIZERS
 from .data import DATASETS, load_dataset
+from .experiments.audit_job import add_audit_args
 from .experiments.output import damping_label
 from .defenses import DEFENSES
 from .influence import DEFAULT_EPS_REL, InversionInfluence
@@ -111,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
 
     _add_calibrate_parser(sub)
+    audit = sub.add_parser("audit", help="predicted reconstruction risk of every sample of a dataset under a defense")
+    _add_data_args(audit, samples=None, threads=1)
+    _add_damping_args(audit)
+    add_audit_args(audit)
+
     sub.add_parser("env", help="print versions, threads and the available kernel backends")
     return parser
 
@@ -168,7 +174,7 @@ def _add_data_args(
                    help=f"side of digits/natural images (default {image_size or '28/32'})")
     p.add_argument("--model", choices=sorted(MODELS), default="lenet")
     p.add_argument("--init", choices=INIT_SCHEMES, default=None, help="weight initialisation (default: the model's)")
-    p.add_argument("--samples", type=int, default=samples, help=f"number of samples (default {samples})")
+    p.add_argument("--samples", type=int, default=samples, help=f"number of samples (default {samples or 'all'})")
     p.add_argument("--start", type=int, default=0, help="index of the first sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=threads,
@@ -411,7 +417,7 @@ def _check_out(command: str, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / ".i2f-fast-write-check") as probe:
             probe.write_text("")
-        (out / ".i2f-fast-write-check").unlink()
+        (out / ".i2f-fast-write-check").unlink(missing_ok=True)  # torchrun: every rank checks the same --out
     except OSError as err:
         raise SystemExit(f"i2f-fast {command}: --out {out} cannot be written: {err}") from err
 
@@ -506,8 +512,17 @@ def _calibrate_command(args) -> int:
     return 0
 
 
+def _audit_command(args) -> int:
+    from .experiments.audit_job import print_audit, run_audit
+
+    result = run_audit(args)
+    if result is not None:  # rank 0 (or the only process)
+        print_audit(result, args.out)
+    return 0
+
+
 _COMMANDS = {"demo": _demo_command, "env": _env_command, "attack": _attack_command, "compare": _compare_command,
-             "validate": _validate_command, "calibrate": _calibrate_command}
+             "validate": _validate_command, "audit": _audit_command, "calibrate": _calibrate_command}
 
 
 if __name__ == "__main__":
