@@ -5,11 +5,9 @@ import json
 import math
 import sys
 
-import pyarrow as pa
 import pytest
 import torch
 
-import i2f_fast.audit
 from i2f_fast import InversionInfluence
 from i2f_fast.audit.accounting import TrainingConfig, epsilon_spent, noise_multiplier_for
 from i2f_fast.audit.calibrate import calibrate, risk_of_budget
@@ -22,35 +20,8 @@ QUICK_CHECK = dict(check_samples=1, restarts=1, iterations=20)
 TRAINING = dict(sample_rate=0.01, steps=500, delta=1e-5)
 
 
-class _AuditResult:
-    def __init__(self, table, config):
-        self.table, self.config = table, config
-
-
-def _stand_in_audit(model, dataset, defense="gaussian:1e-4", *, objective="l2", per_sample=True, batch_size=None,
-                    out=None, resume=False, chunk_size=None, eps=None, eps_rel=None, seed=0, progress=True):
-    """The signature of helper A's ``audit`` (issue 13 split), one predicted_risk call over all samples."""
-    assert per_sample and batch_size is None and out is None
-    if hasattr(dataset, "images"):
-        x, y = dataset.images, dataset.labels
-    else:
-        x = torch.stack([dataset[i][0] for i in range(len(dataset))])
-        y = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
-    risk = predicted_risk(InversionInfluence(model, x, y, per_sample=True), defense, objective=objective, eps=eps,
-                          eps_rel=eps_rel)
-    n = x.shape[0]
-    table = pa.table(dict(
-        index=list(range(n)), label=y.tolist(), rmse=risk.rmse.tolist(), stderr=risk.stderr.tolist(),
-        bias_rmse=risk.bias_rmse.tolist(), noise_rmse=risk.noise_rmse.tolist(), exact=[risk.exact] * n,
-        method=[risk.method] * n, eps=risk.eps.tolist(),
-    ))
-    return _AuditResult(table, dict(defense=parse_defense(defense).spec, objective=objective))
-
-
 @pytest.fixture(autouse=True)
-def _audit_and_one_thread(monkeypatch):
-    if not hasattr(i2f_fast.audit, "audit"):
-        monkeypatch.setattr(i2f_fast.audit, "audit", _stand_in_audit, raising=False)
+def _one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -140,7 +111,7 @@ def test_risk_of_budget_is_the_audit_at_opacus_noise_multiplier(problem):
     rmse = _risk(model, batch, res.defense)
     assert list(res.quantiles) == [0.05, 0.25, 0.5]
     for q, value in res.quantiles.items():
-        assert value == pytest.approx(torch.quantile(rmse, q).item(), rel=1e-9)
+        assert value == pytest.approx(torch.quantile(rmse, q).item(), rel=1e-6)
     with pytest.raises(ValueError, match="epsilon=1e-09: no noise multiplier reaches it"):
         risk_of_budget(model, batch, epsilon=1e-9, delta=1e-5, sample_rate=1.0, steps=10, clip=1.0)
     with pytest.raises(ValueError, match="sample_rate"):
