@@ -134,3 +134,23 @@ def test_bad_arguments_and_missing_flwr(monkeypatch):
     monkeypatch.setitem(sys.modules, "flwr.app", None)
     with pytest.raises(ImportError, match=r"i2f_fast\[flower\]"):
         ReconstructionRiskMod(make_model, batch_fn)
+
+
+def test_the_example_client_app_adds_the_metrics(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples" / "flower"))
+    from i2f_flower_example.client_app import app
+    from i2f_flower_example.task import make_model as example_model
+
+    content = RecordDict({"arrays": ArrayRecord(example_model().state_dict()),
+                          "config": ConfigRecord({"lr": 0.1, "server-round": 1})})
+    metadata = Metadata(run_id=1, message_id="m1", src_node_id=0, dst_node_id=1, reply_to_message_id="", group_id="1",
+                        created_at=time.time(), ttl=DEFAULT_TTL, message_type=MessageType.TRAIN)
+    run_config = {"num-server-rounds": 3, "lr": 0.1, "batch-size": 4, "noise-variance": 1e-4}
+    ctx = Context(run_id=1, node_id=1, node_config={"partition-id": 1}, state=RecordDict(), run_config=run_config)
+    reply = app(Message(content=content, metadata=metadata), ctx)
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    metrics = reply.content["metrics"]
+    assert metrics["num-examples"] == 4 and metrics["i2f-predicted-rmse"] > 0 and metrics["i2f-approximation"] == 0
+    assert metrics["i2f-update-rmse"] < 1e-2 * metrics["i2f-predicted-rmse"]  # FedSGD as sent: the batch is exposed
