@@ -189,3 +189,22 @@ def test_calibrate_command_bad_flags_name_the_flag(tmp_path):
         main(["calibrate", "--out", str(tmp_path / "file"), "--target-rmse", "0.05"])
     with pytest.raises(SystemExit, match="out of reach"):
         main(base + ["--target-rmse", "1e6", "--check-samples", "0"])
+
+
+def test_any_dataset_of_image_label_pairs_gives_the_same_calibration(problem):
+    model, batch = problem
+    pairs = torch.utils.data.TensorDataset(batch.images, batch.labels)
+    kwargs = dict(target_rmse=0.05, quantile=0.5, check_samples=1, restarts=1, iterations=5, local_iterations=20)
+    from_batch, from_pairs = calibrate(model, batch, **kwargs), calibrate(model, pairs, **kwargs)
+    assert from_pairs.noise == pytest.approx(from_batch.noise, rel=1e-9)
+    assert from_pairs.checks[0].index == from_batch.checks[0].index
+    assert from_pairs.checks[0].repredicted_rmse == pytest.approx(from_batch.checks[0].repredicted_rmse, rel=1e-9)
+
+
+def test_opacus_and_flwr_are_imported_only_when_used():
+    import subprocess
+
+    code = ("import sys, i2f_fast.audit.calibrate, i2f_fast.integrations.flower, i2f_fast.cli; "
+            "print(sorted(m for m in ('opacus', 'flwr') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -111,10 +111,6 @@ class Calibration:
     table: object
     checks: list = field(default_factory=list)
 
-    def quantile_at(self, noise_std) -> torch.Tensor:
-        """The ``quantile`` of the predicted RMSE at noise std(s) ``noise_std`` (σ, or z for dp), closed form."""
-        return _quantile_rmse(*_unit_columns(self.table), torch.as_tensor(noise_std, dtype=torch.float64), self.quantile)
-
     def rmse_at(self, noise_std: float) -> torch.Tensor:
         """``(n,)`` per-sample predicted RMSE at noise std ``noise_std`` (σ, or z for dp), closed form."""
         bias, unit = _unit_columns(self.table)
@@ -315,16 +311,17 @@ def _unit_columns(table) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(torch.tensor(table.column(c).to_pylist(), dtype=torch.float64) for c in ("bias_rmse", "noise_rmse"))
 
 
-def _quantile_rmse(bias: torch.Tensor, unit: torch.Tensor, std: torch.Tensor, quantile: float) -> torch.Tensor:
-    """The ``quantile`` of ``√(bias² + std²·unit²)`` over samples, for every entry of ``std`` (linear interpolation)."""
-    rmse = (bias**2 + std.reshape(-1, 1) ** 2 * unit**2).sqrt()  # (levels, n)
-    return torch.quantile(rmse, quantile, dim=1).reshape(std.shape)
+def _quantile_rmse(bias: torch.Tensor, unit: torch.Tensor, std: float, quantile: float) -> float:
+    """The ``quantile`` (linear interpolation, as ``numpy.quantile``) of ``√(bias² + std²·unit²)`` over samples."""
+    return float(torch.quantile((bias**2 + std**2 * unit**2).sqrt(), quantile))
 
 
 def _solve(bias, unit, target: float, quantile: float, max_std: float) -> tuple[float | None, float]:
     """Smallest noise std in ``[0, max_std]`` whose RMSE quantile reaches ``target`` (bisection: the quantile
     is continuous and increasing in the std), and the quantile reached; ``(None, reached at max_std)`` when none."""
-    at = lambda s: float(_quantile_rmse(bias, unit, torch.tensor(s, dtype=torch.float64), quantile))  # noqa: E731
+    def at(std: float) -> float:
+        return _quantile_rmse(bias, unit, std, quantile)
+
     if at(0.0) >= target:
         return 0.0, at(0.0)
     if at(max_std) < target:
