@@ -141,6 +141,8 @@ def test_accounting_bad_input_and_missing_opacus(monkeypatch):
         epsilon_spent(-1.0, TrainingConfig(**TRAINING))
     with pytest.raises(ValueError, match="epsilon"):
         noise_multiplier_for(0.0, TrainingConfig(**TRAINING))
+    with pytest.raises(ValueError, match=r"noise_multiplier=0.00065: the prv accountant needs more memory.*'rdp'"):
+        epsilon_spent(6.5e-4, TrainingConfig(**TRAINING, accountant="prv"))  # Opacus's PRV mesh: 194 TiB
     monkeypatch.setitem(sys.modules, "opacus", None)
     with pytest.raises(ImportError, match=r"i2f_fast\[dp\]"):
         epsilon_spent(1.0, TrainingConfig(**TRAINING))

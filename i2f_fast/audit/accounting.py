@@ -88,6 +88,9 @@ def epsilon_spent(noise_multiplier: float, config: TrainingConfig) -> float:
     accountant.history = [(z, config.sample_rate, config.steps)]
     try:
         epsilon = float(accountant.get_epsilon(delta=config.delta))
+    except MemoryError as err:  # PRV discretises the privacy loss on a mesh that grows as z shrinks
+        raise ValueError(f"noise_multiplier={z:g}: the {config.accountant} accountant needs more memory than there is for "
+                         f"{_describe(config)} ({err}); small noise multipliers need accountant='rdp'") from err
     except (ValueError, ArithmeticError, RuntimeError) as err:
         raise ValueError(f"noise_multiplier={z:g}: the {config.accountant} accountant rejects {_describe(config)}: {err}") from err
     if not epsilon >= 0:  # NaN from the accountant's numerics

@@ -21,7 +21,7 @@ from .problem import load_problem
 LEVEL_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 """Noise std relative to the calibrated one, for the printed table."""
 
-CURVE_POINTS = 25
+CURVE_POINTS = 13
 CURVE_SPAN = 10.0
 """The plotted curve: ``CURVE_POINTS`` noise levels from 1/``CURVE_SPAN`` to ``CURVE_SPAN`` times the calibrated std."""
 
@@ -93,10 +93,16 @@ def run_calibrate(args, progress: bool = True) -> dict:
 
 
 def _level(cal, std: float) -> dict:
-    """The quantile and the median of the predicted RMSE at noise std ``std`` (and its ε for DP)."""
+    """The quantile and the median of the predicted RMSE at noise std ``std`` (and its ε for DP: None where the
+    accountant cannot compute it, e.g. PRV at a tiny noise multiplier)."""
     rmse = cal.rmse_at(std)
     noise = std**2 if cal.kind == "gaussian" else std
-    epsilon = None if cal.training is None else epsilon_spent(noise, cal.training)
+    epsilon = None
+    if cal.training is not None:
+        try:
+            epsilon = epsilon_spent(noise, cal.training)
+        except ValueError:  # printed as "(no ε)", null in the JSON
+            pass
     return dict(noise=noise, noise_std=parse_defense(cal.defense).with_noise(noise).noise_std(per_sample=True),
                 quantile_rmse=float(torch.quantile(rmse, cal.quantile)), median_rmse=float(rmse.median()),
                 epsilon=epsilon)
@@ -124,7 +130,7 @@ def print_calibrate(result: dict) -> None:
     for level in result["levels"]:
         mark = " ← calibrated" if math.isclose(level["noise"], cal["noise"]) else ""
         cells = [f"{level['noise']:>12.4e}", f"{level['noise_std']:>12.4e}", f"{level['quantile_rmse']:>12.4e}",
-                 f"{level['median_rmse']:>12.4e}"] + ([f"{level['epsilon']:>12.4g}"] if dp else [])
+                 f"{level['median_rmse']:>12.4e}"] + ([_epsilon_cell(level["epsilon"])] if dp else [])
         print(" ".join(cells) + mark)
     if dp:
         t = cfg["training"]
@@ -143,6 +149,10 @@ def print_calibrate(result: dict) -> None:
         print(f"(predicted: the expectation from the one unit-noise pass; re-predicted: afresh at this noise; this draw: the "
               f"prediction for the noise the attacks invert; attack from x: converged, the optimum predicted; attack: "
               f"{cfg['check']['iterations']} iterations × {cfg['check']['restarts']} random start(s))")
+
+
+def _epsilon_cell(epsilon) -> str:
+    return f"{epsilon:>12.4g}" if epsilon is not None else f"{'(no ε)':>12}"
 
 
 def save_plot(result: dict, path) -> None:
