@@ -90,6 +90,7 @@ def test_a_target_out_of_reach_and_bad_input_name_the_argument(problem):
         (dict(target_rmse=0.1, defense="laplace"), "defense"),
         (dict(target_rmse=0.1, defense="dp", clip=1.0, steps=10, delta=1e-5), "sample_rate"),
         (dict(target_rmse=0.1, clip=1.0), "clip"),
+        (dict(target_rmse=0.1, batch=8), "batch"),
         (dict(target_rmse=0.1, defense="dp", clip=-1.0, **TRAINING), "clip"),
         (dict(target_rmse=0.1, defense="dp", clip=1.0, accountant="gdp", **TRAINING), "accountant"),
         (dict(target_rmse=0.1, max_noise=0.0), "max_noise"),

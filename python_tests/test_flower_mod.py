@@ -122,6 +122,9 @@ def test_other_messages_pass_untouched_and_errors_become_error_replies():
     wrong_batch = ReconstructionRiskMod(make_model, lambda m, c: (BATCH.images.double(), BATCH.labels))
     reply = wrong_batch(train_message(), context(), train_fn())
     assert reply.has_error() and "x" in reply.error.reason and "float32" in reply.error.reason
+    wrong_dp = ReconstructionRiskMod(make_model, batch_fn, defense="dp:clip=1,noise=1,batch=8")
+    reply = wrong_dp(train_message(), context(), train_fn())
+    assert reply.has_error() and "batch=8 must be the client's batch size 4" in reply.error.reason
 
 
 def test_bad_arguments_and_missing_flwr(monkeypatch):
@@ -154,3 +157,13 @@ def test_the_example_client_app_adds_the_metrics(monkeypatch):
     metrics = reply.content["metrics"]
     assert metrics["num-examples"] == 4 and metrics["i2f-predicted-rmse"] > 0 and metrics["i2f-approximation"] == 0
     assert metrics["i2f-update-rmse"] < 1e-2 * metrics["i2f-predicted-rmse"]  # FedSGD as sent: the batch is exposed
+
+
+def test_dp_defense_is_the_batch_risk_with_noise_std_z_c_over_b():
+    spec = "dp:clip=0.5,noise=0.8,batch=4"
+    mod = ReconstructionRiskMod(make_model, batch_fn, defense=spec, learning_rate=LR)
+    state = make_model().state_dict()
+    metrics = mod.assess(state, state, LR, 1, BATCH.images, BATCH.labels)
+    _, risk = batch_risk(spec)
+    assert metrics["i2f-predicted-rmse"] == pytest.approx(risk.rmse.item(), rel=1e-6)
+    assert risk.bias_rmse.item() > 0 and risk.noise_rmse.item() > 0  # the clipping bias and the noise both enter

@@ -37,7 +37,7 @@ import torch.nn as nn
 from .. import defenses, frontdoor
 from ..influence import DEFAULT_EPS_REL
 from ..validate import validate
-from .accounting import ACCOUNTANTS, TrainingConfig, epsilon_spent, noise_multiplier_for
+from .accounting import TrainingConfig, epsilon_spent, noise_multiplier_for
 from .risk import Defense
 
 CALIBRATED_DEFENSES = ("gaussian", "dp")
@@ -265,8 +265,7 @@ def risk_of_budget(
         ValueError naming the argument: bad values, or a budget Opacus cannot meet (``epsilon``).
         ImportError: Opacus missing (names the extra ``i2f_fast[dp]``).
     """
-    training = TrainingConfig(sample_rate, steps, delta, accountant)
-    unit, _ = _unit_defense("dp", clip, batch, sample_rate, steps, delta, accountant)
+    unit, training = _unit_defense("dp", clip, batch, sample_rate, steps, delta, accountant)
     quantiles = [frontdoor.number(q, "quantiles", minimum=0, maximum=1) for q in quantiles]
     if not quantiles:
         raise ValueError("quantiles must hold at least one quantile")
@@ -282,17 +281,15 @@ def risk_of_budget(
 # ------------------------------------------------------------------------------ the pieces
 def _unit_defense(kind, clip, batch, sample_rate, steps, delta, accountant) -> tuple[Defense, TrainingConfig | None]:
     """The defense at unit noise, and the DP training configuration (None for gaussian)."""
+    dp_only = dict(clip=clip, sample_rate=sample_rate, steps=steps, delta=delta)
     if kind == "gaussian":
-        given = [name for name, v in (("clip", clip), ("sample_rate", sample_rate), ("steps", steps), ("delta", delta))
-                 if v is not None]
+        given = [name for name, value in dp_only.items() if value is not None] + (["batch"] if batch != 1 else [])
         if given:
             raise ValueError(f"{', '.join(given)} only apply to defense='dp', not 'gaussian'")
         return Defense("gaussian", var=1.0), None
-    missing = [name for name, v in (("clip", clip), ("sample_rate", sample_rate), ("steps", steps), ("delta", delta))
-               if v is None]
+    missing = [name for name, value in dp_only.items() if value is None]
     if missing:
         raise ValueError(f"defense='dp' needs {', '.join(missing)} (the clip norm and the training run ε is spent over)")
-    frontdoor.choice(accountant, "accountant", ACCOUNTANTS)
     clip = frontdoor.number(clip, "clip", positive=True)
     batch = frontdoor.positive_int(batch, "batch")
     return Defense("dp", clip=clip, noise_multiplier=1.0, batch=batch), TrainingConfig(sample_rate, steps, delta, accountant)

@@ -190,6 +190,9 @@ class ReconstructionRiskMod:
         update = layout.flatten([returned[name].to(p) - p.detach() for name, p in named])
         shared = -update / (learning_rate * steps)  # (P,)
         x = frontdoor.float_tensor(x, "the batch's x", min_dims=2, like=named[0][1])
+        if self.defense.kind == "dp" and self.defense.batch != x.shape[0]:
+            raise ValueError(f"defense {self.defense.spec!r}: dp's batch={self.defense.batch} must be the client's batch "
+                             f"size {x.shape[0]} (Opacus divides the noise by it)")
         influence = InversionInfluence(model, x, y, per_sample=False)
         clean = influence.jacobian.gradient.reshape(-1).detach()
         departure = shared - clean
