@@ -71,6 +71,20 @@ def test_dp_calibration_reports_the_noise_multiplier_and_its_epsilon(problem):
     assert cal.training.accountant == "rdp" and cal.checks == []
 
 
+def test_dp_under_the_cosine_attack_is_checked_by_the_attack(problem):
+    model, batch = problem
+    g = torch.stack([torch.cat([p.reshape(-1) for p in torch.autograd.grad(
+        torch.nn.functional.cross_entropy(model(batch.images[n : n + 1]), batch.labels[n : n + 1]), model.parameters())])
+        for n in range(len(batch))])
+    clip = 0.25 * g.norm(dim=1).min().item()  # every sample clipped to a quarter of its norm or less
+    cal = calibrate(model, batch, 0.02, quantile=0.0, defense="dp", clip=clip, objective="cosine", **TRAINING,
+                    **QUICK_CHECK)
+    (check,) = cal.checks
+    assert check.repredicted_rmse == pytest.approx(check.predicted_rmse, rel=1e-6)
+    assert check.local_rmse == pytest.approx(check.draw_predicted_rmse, rel=0.1)  # the attack lands on the prediction
+    assert check.draw_predicted_rmse == pytest.approx(check.predicted_rmse, rel=0.5)  # one draw near the expectation
+
+
 def test_dp_clipping_bias_alone_can_meet_the_target(problem):
     model, batch = problem
     bias = predicted_risk(InversionInfluence(model, batch.images, batch.labels, per_sample=True),

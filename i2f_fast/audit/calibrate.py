@@ -361,7 +361,8 @@ def _check(model, data, calibration: Calibration, calibrated: Defense, count: in
     x, y = _samples(data, indices)
     x = x.to(dtype=next(model.parameters()).dtype)
     generator = torch.Generator().manual_seed(seed)
-    deltas = torch.stack([_draw(model, x[k : k + 1], y[k : k + 1], calibrated, generator) for k in range(len(indices))])
+    deltas = torch.stack([_draw(model, x[k : k + 1], y[k : k + 1], calibrated, calibration.objective, generator)
+                          for k in range(len(indices))])
     attack = validate(model, x, y, deltas, calibration.objective, restarts=restarts, iterations=iterations,
                       local_iterations=local_iterations, eps_rel=calibration.eps_rel, generator=generator,
                       progress=progress)
@@ -376,13 +377,24 @@ def _check(model, data, calibration: Calibration, calibrated: Defense, count: in
     ]
 
 
-def _draw(model, x: torch.Tensor, y: torch.Tensor, defense: Defense, generator: torch.Generator) -> torch.Tensor:
-    """One draw of the calibrated defense's perturbation ``δ`` (flat ``(P,)``) of one sample's gradient."""
+def _draw(model, x: torch.Tensor, y: torch.Tensor, defense: Defense, objective: str,
+          generator: torch.Generator) -> torch.Tensor:
+    """One draw of the calibrated defense's perturbation ``δ`` (flat ``(P,)``) of one sample's gradient ``g``.
+
+    The cosine attack is blind to the shared gradient's scale, so for it the shared ``t = g + δ`` is
+    rescaled onto ``g`` first (``t/s`` with ``s = ⟨t, g⟩/‖g‖² > 0``): the same attack, and a perturbation
+    the prediction linearises (DP's clipping to ``c·g`` would otherwise count as a huge ``(c − 1)·g``)."""
     named = frontdoor.model_parameters(model)
     layout = frontdoor.layout_of(named)
     params = {n: p.detach() for n, p in named}
     grads = frontdoor.parameter_gradient(model, nn.functional.cross_entropy, params, x, y)
     clean = layout.flatten([grads[n] for n in params])
     if defense.kind == "gaussian":
-        return defenses.gaussian(clean, defense.var, generator=generator).delta
-    return defenses.dp(clean, model, x, y, defense.clip, defense.noise_multiplier, generator=generator).delta
+        shared = defenses.gaussian(clean, defense.var, generator=generator).grads
+    else:
+        shared = defenses.dp(clean, model, x, y, defense.clip, defense.noise_multiplier, generator=generator).grads
+    if objective == "cosine":
+        scale = (shared @ clean) / (clean @ clean).clamp_min(torch.finfo(clean.dtype).tiny)
+        if scale > 0:
+            shared = shared / scale
+    return shared - clean
