@@ -359,7 +359,8 @@ def _check(model, data, calibration: Calibration, calibrated: Defense, count: in
     indices = [int(table.column("index")[i].as_py()) for i in order]
     recheck = _audit(model, _subset(data, indices), calibrated, calibration.objective, calibration.eps_rel, seed, progress)
     x, y = _samples(data, indices)
-    x = x.to(dtype=next(model.parameters()).dtype)
+    like = next(model.parameters())
+    x, y = x.to(device=like.device, dtype=like.dtype), y.to(like.device)
     generator = torch.Generator().manual_seed(seed)
     deltas = torch.stack([_draw(model, x[k : k + 1], y[k : k + 1], calibrated, calibration.objective, generator)
                           for k in range(len(indices))])
