@@ -171,12 +171,15 @@ def test_calibrate_command_writes_json_and_plot(tmp_path, capsys):
 
     out = tmp_path / "cal"
     argv = ["calibrate", "--out", str(out), "--target-rmse", "0.05", "--quantile", "0.25", "--check-samples", "1",
-            "--iterations", "5", "--restarts", "1", "--local-iterations", "50", *QUICK_COMMAND]
+            "--iterations", "5", "--restarts", "1", "--local-iterations", "50", "--start", "5", *QUICK_COMMAND]
     assert main(argv) == 0
     result = json.loads((out / "calibrate.json").read_text())
     cal = result["calibrated"]
     assert cal["defense"].startswith("gaussian:") and cal["quantile_rmse"] == pytest.approx(0.05, rel=1e-9)
     assert len(result["rows"]) == 4 and len(result["checks"]) == 1 and len(result["levels"]) == 5
+    assert [r["index"] for r in result["rows"]] == [5, 6, 7, 8] and 5 <= result["checks"][0]["index"] <= 8
+    exposed = min(result["rows"], key=lambda r: r["rmse"])
+    assert result["checks"][0]["index"] == exposed["index"] and result["checks"][0]["label"] == exposed["label"]
     assert (out / "calibrate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
     printed = capsys.readouterr().out

@@ -87,7 +87,7 @@ def run_calibrate(args, progress: bool = True) -> dict:
         ),
         levels=[_level(cal, factor * std) for factor in LEVEL_FACTORS] if std > 0 else [],
         curve=_curve(cal, std),
-        checks=[vars(c) for c in cal.checks],
+        checks=[{**vars(c), "index": args.start + c.index} for c in cal.checks],
         rows=rows,
     )
 
@@ -143,7 +143,7 @@ def print_calibrate(result: dict) -> None:
         header = ("sample", "label", "predicted", "re-predicted", "this draw", "attack from x", "attack")
         print(" ".join(f"{h:>13}" for h in header))
         for c in result["checks"]:
-            print(" ".join([f"{cfg['start'] + c['index']:>13d}", f"{c['label']:>13d}"] + [
+            print(" ".join([f"{c['index']:>13d}", f"{c['label']:>13d}"] + [
                 f"{c[k]:>13.4e}" for k in ("predicted_rmse", "repredicted_rmse", "draw_predicted_rmse", "local_rmse",
                                            "global_rmse")]))
         print(f"(predicted: the expectation from the one unit-noise pass; re-predicted: afresh at this noise; this draw: the "
