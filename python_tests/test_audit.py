@@ -223,7 +223,8 @@ def test_command_writes_tables_report_and_the_attack_check(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, flag", [
-    (["--defense", "magic:1"], "defense"),
+    (["--defense", "magic:1"], "--defense"),
+    (["--defense", "prune:2"], "--defense"),
     (["--root", "/nonexistent/folder", "--dataset", "mnist"], "--root"),
     (["--dataset", "mnist"], "--root"),
     (["--batch-size", "0"], "--batch-size"),
