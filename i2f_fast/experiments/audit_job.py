@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..audit import AuditConfigError, audit
+from ..audit import AuditConfigError, audit, parse_defense
 from ..audit.report import (
     CHECK_ITERATIONS, CHECK_LOCAL_ITERATIONS, CHECK_SAMPLES, check_with_attack, summary, write_report,
 )
@@ -35,7 +35,7 @@ def add_audit_args(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--batch-size", type=int, default=None, metavar="B",
                       help="one row per batch of B consecutive samples (the attacker inverts the batch's mean gradient)")
     p.add_argument("--resume", action="store_true", help="keep the finished shards in --out and compute only the rest")
-    p.add_argument("--chunk-size", type=int, default=None, help="samples per chunk and shard (default: 16 where they fit)")
+    p.add_argument("--chunk-size", type=int, default=None, help="samples per chunk and shard (default: 8 where they fit)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="the model's dtype (the spectra are float64)")
     p.add_argument("--check", type=int, default=CHECK_SAMPLES,
                    help=f"run the real attack on this many most and least exposed samples (default {CHECK_SAMPLES}; 0: off)")
@@ -65,6 +65,10 @@ def run_audit(args) -> dict | None:
             raise SystemExit(f"i2f-fast audit: --{flag.replace('_', '-')} must be >= 1, got {value}")
     if args.check < 0:
         raise SystemExit(f"i2f-fast audit: --check must be >= 0, got {args.check}")
+    try:
+        parse_defense(args.defense, "--defense")
+    except ValueError as err:
+        raise SystemExit(f"i2f-fast audit: {err}") from err
     if args.root is not None and not Path(args.root).is_dir():
         raise SystemExit(f"i2f-fast audit: --root {args.root} is not a folder")
     if args.threads:
