@@ -1,8 +1,8 @@
 """A Flower client mod that predicts how well each training reply's batch can be reconstructed.
 
-:class:`ReconstructionRiskMod` wraps a Flower ``ClientApp``'s training function (``flwr`` ≥ 1.10,
-``Message`` API; the optional extra ``i2f_fast[flower]``, imported on first use). For every
-training reply it
+:class:`ReconstructionRiskMod` wraps a Flower ``ClientApp``'s training function (the ``flwr.app``
+``Message`` API, tested with flwr 1.42; the optional extra ``i2f_fast[flower]``, imported on first
+use). For every training reply it
 
 1. turns the update into the gradient the server (or an eavesdropper) can invert:
    ``g = −(θ_reply − θ_sent) / (η·S)`` for learning rate η and S local steps. With S = 1 (FedSGD) this
