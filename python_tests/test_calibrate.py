@@ -11,7 +11,7 @@ import torch
 from i2f_fast import InversionInfluence
 from i2f_fast.audit.accounting import TrainingConfig, epsilon_spent, noise_multiplier_for
 from i2f_fast.audit.calibrate import calibrate, risk_of_budget
-from i2f_fast.audit.risk import parse_defense, predicted_risk
+from i2f_fast.audit.risk import predicted_risk
 from i2f_fast.data import digits
 from i2f_fast.models import mlp
 

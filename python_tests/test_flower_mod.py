@@ -7,18 +7,16 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from flwr.app import (  # flwr is in the development environment (extra i2f_fast[flower]): no skip
+    DEFAULT_TTL, ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, MetricRecord, RecordDict,
+)
+from flwr.clientapp import ClientApp
 
 from i2f_fast import InversionInfluence
 from i2f_fast.audit.risk import predicted_risk
 from i2f_fast.data import digits
 from i2f_fast.integrations.flower import METRICS, ReconstructionRiskMod
 from i2f_fast.models import mlp
-
-flwr_app = pytest.importorskip("flwr.app")
-from flwr.app import (  # noqa: E402
-    DEFAULT_TTL, ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, MetricRecord, RecordDict,
-)
-from flwr.clientapp import ClientApp  # noqa: E402
 
 SIZE = 8
 LR = 0.05
