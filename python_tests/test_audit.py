@@ -174,6 +174,9 @@ def _rank_main(rank, world, port, out, die_after_first_shard):
         shards_module.ShardStore.write = write_then_die
     model, data = problem()
     audit(model, data, out=out, chunk_size=2, progress=False)
+    in_memory = audit(model, data, chunk_size=2, progress=False).table  # no out: the ranks gather the rows
+    if rank == 0:
+        pq.write_table(in_memory, os.path.join(out, "in_memory.parquet"))
     torch.distributed.destroy_process_group()
 
 
@@ -183,6 +186,7 @@ def test_two_gloo_ranks_give_the_single_process_result(tmp_path):
     mp.start_processes(_rank_main, args=(2, _free_port(), str(tmp_path), False), nprocs=2, start_method="fork")
     merged = pq.read_table(tmp_path / "results.parquet")
     assert rows(merged) == rows(single)  # bit for bit
+    assert rows(pq.read_table(tmp_path / "in_memory.parquet")) == rows(single)
     written = [pq.read_table(p).column("index").to_pylist() for p in sorted((tmp_path / "shards").glob("part-*.parquet"))]
     assert sorted(sum(written, [])) == list(range(7))  # each index in one shard, none padded
 
