@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--box", action="store_true", help="project the global attack onto the valid pixel box")
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    _add_calibrate_parser(sub)
     audit = sub.add_parser("audit", help="predicted reconstruction risk of every sample of a dataset under a defense")
     _add_data_args(audit, samples=None, threads=1)
     _add_damping_args(audit)
@@ -118,6 +119,39 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("env", help="print versions, threads and the available kernel backends")
     return parser
+
+
+def _add_calibrate_parser(sub) -> None:
+    """``i2f-fast calibrate``: the smallest Gaussian / DP noise meeting a target on a quantile of predicted RMSE."""
+    from .audit.accounting import ACCOUNTANTS
+    from .audit.calibrate import CALIBRATED_DEFENSES
+
+    p = sub.add_parser("calibrate", help="the smallest noise (Gaussian variance or DP noise multiplier) whose quantile "
+                                         "of predicted attack RMSE reaches a target, checked by the attack")
+    _add_data_args(p, samples=64, image_size=VALIDATE_IMAGE_SIZE, threads=1)
+    p.set_defaults(dtype="float32")
+    p.add_argument("--target-rmse", type=_positive_float, required=True,
+                   help="predicted attack RMSE per element (normalised space) to reach")
+    p.add_argument("--quantile", type=float, default=0.05,
+                   help="quantile of the per-sample RMSE that must reach it (default 0.05: all but the 5%% most exposed)")
+    p.add_argument("--defense", choices=CALIBRATED_DEFENSES, default="gaussian", help="noise to calibrate (default gaussian)")
+    p.add_argument("--clip", type=_positive_float, default=None, help="dp: per-sample clipping norm C")
+    p.add_argument("--batch", type=int, default=1, help="dp: batch size B (recorded; the per-sample risk does not use it)")
+    p.add_argument("--sample-rate", type=_positive_float, default=None, help="dp: Poisson sample rate q of the training run")
+    p.add_argument("--steps", type=int, default=None, help="dp: DP-SGD steps T of the training run")
+    p.add_argument("--delta", type=_positive_float, default=None, help="dp: δ of (ε, δ)-DP")
+    p.add_argument("--accountant", choices=ACCOUNTANTS, default="rdp", help="dp: Opacus accountant (default rdp)")
+    p.add_argument("--objective", choices=tuple(OBJECTIVE_ATTACKS), default="l2", help="attack objective (default l2)")
+    p.add_argument("--eps-rel", type=_positive_float, default=None,
+                   help=f"damping relative to λ_max (default {DEFAULT_EPS_REL:g}, the calibrated one)")
+    p.add_argument("--max-noise", type=_positive_float, default=None,
+                   help="upper end of the search: variance (gaussian, default 1) or noise multiplier (dp, default 100)")
+    p.add_argument("--check-samples", type=int, default=3, help="most exposed samples the attack checks (default 3; 0: none)")
+    p.add_argument("--restarts", type=int, default=2, help="random starts of the check's attack (default 2)")
+    p.add_argument("--iterations", type=int, default=400, help="iterations of the check's attack (default 400)")
+    p.add_argument("--local-iterations", type=int, default=2000,
+                   help="cap on the L-BFGS iterations of the check's attack from x (default 2000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_damping_args(p: argparse.ArgumentParser) -> None:
@@ -407,7 +441,7 @@ def _env_command(args) -> int:
 
 def _check_attack_args(args) -> None:
     flags = [("--iterations", args.iterations), ("--restarts", args.restarts)]
-    if args.command == "validate":
+    if args.command in ("validate", "calibrate"):
         flags.append(("--local-iterations", args.local_iterations))
     for flag, value in flags:
         if value < 1:
@@ -465,6 +499,19 @@ def _validate_command(args) -> int:
     return 0
 
 
+def _calibrate_command(args) -> int:
+    from .experiments.calibrate_job import print_calibrate, run_calibrate, save_plot
+    from .experiments.output import write_json
+
+    _check_attack_args(args)
+    result = run_calibrate(args, progress=not args.quiet)
+    write_json(args.out / "calibrate.json", result)
+    save_plot(result, args.out / "calibrate.png")
+    print_calibrate(result)
+    print(f"wrote {args.out / 'calibrate.json'} and {args.out / 'calibrate.png'}")
+    return 0
+
+
 def _audit_command(args) -> int:
     from .experiments.audit_job import print_audit, run_audit
 
@@ -475,7 +522,7 @@ def _audit_command(args) -> int:
 
 
 _COMMANDS = {"demo": _demo_command, "env": _env_command, "attack": _attack_command, "compare": _compare_command,
-             "validate": _validate_command, "audit": _audit_command}
+             "validate": _validate_command, "audit": _audit_command, "calibrate": _calibrate_command}
 
 
 if __name__ == "__main__":

@@ -89,6 +89,29 @@ def test_cosine_attack_ignores_the_clipping_bias(problem):
     assert (risk.rmse < 1e-6 * l2.rmse).all()
 
 
+def test_cosine_attack_sees_dp_noise_divided_by_the_clipping_factor(problem):
+    model, x, y, _, g = problem
+    clip = 0.5 * g.norm(dim=1).min().item()  # every sample clipped: ĝ_n = c_n·g_n
+    c = clip / (g.norm(dim=1) + 1e-6)
+    inf = InversionInfluence(model, x, y, per_sample=True)
+    risk = predicted_risk(inf, f"dp:clip={clip},noise=0.3", objective="cosine", eps=EPS)
+    for n in range(3):
+        unclipped = predicted_risk(inf, f"gaussian:{(0.3 * clip / c[n].item()) ** 2}", objective="cosine", eps=EPS)
+        assert_close(risk.noise_rmse[n], unclipped.noise_rmse[n])
+    # the converged GS attack on one draw (a well-conditioned MLP): its error is the unclipped prediction over c
+    from i2f_fast.validate import validate
+
+    model, x, y = make_problem("mlp", 3)
+    g = sample_gradients(model, x, y)
+    clip = 0.5 * g.norm(dim=1).min().item()
+    gen = torch.Generator().manual_seed(0)
+    deltas = torch.stack([defenses.dp(g[n], model, x[n : n + 1], y[n : n + 1], clip, 1e-5, generator=gen).delta
+                          for n in range(3)])
+    res = validate(model, x, y, deltas, "cosine", restarts=1, iterations=2, eps_rel=1e-10)
+    c = clip / (g.norm(dim=1) + 1e-6)
+    torch.testing.assert_close(res.local / res.predicted, (1 / c).to(torch.float64), rtol=0.01, atol=0)
+
+
 def test_quantisation_draws_agree_with_the_exact_diagonal_covariance(problem):
     model, x, y, Js, g = problem
     gen = torch.Generator().manual_seed(0)
