@@ -174,9 +174,10 @@ def _rank_main(rank, world, port, out, die_after_first_shard):
         shards_module.ShardStore.write = write_then_die
     model, data = problem()
     audit(model, data, out=out, chunk_size=2, progress=False)
-    in_memory = audit(model, data, chunk_size=2, progress=False).table  # no out: the ranks gather the rows
+    in_memory = audit(model, data, chunk_size=2, progress=False)  # no out: the ranks gather the rows
+    assert in_memory.computed == 7
     if rank == 0:
-        pq.write_table(in_memory, os.path.join(out, "in_memory.parquet"))
+        pq.write_table(in_memory.table, os.path.join(out, "in_memory.parquet"))
     torch.distributed.destroy_process_group()
 
 
