@@ -248,8 +248,8 @@ def audit(
     N = samples.x.shape[0]
     units = N if per_sample else math.ceil(N / batch_size)
     config = dict(
-        model=dict(cls=type(model).__qualname__, fingerprint=model_fingerprint(model), num_params=sum(p.numel() for _, p in named),
-                   dtype=str(dtype).removeprefix("torch.")),
+        model=dict(cls=type(model).__qualname__, fingerprint=model_fingerprint(model),
+                   num_params=sum(p.numel() for _, p in named), dtype=str(dtype).removeprefix("torch.")),
         dataset=dict(name=samples.name, size=N, input_shape=list(samples.x.shape[1:]),
                      fingerprint=_tensor_fingerprint(samples.x, samples.y)),
         defense=defense.spec,
