@@ -43,8 +43,9 @@ def test_rows_are_the_predicted_risk_of_each_sample(spec):
     for name in ("rmse", "bias_rmse", "noise_rmse"):  # (the deterministic part comes back in the model's float32)
         torch.testing.assert_close(torch.tensor(table.column(name).to_pylist(), dtype=torch.float64),
                                    getattr(risk, name), rtol=1e-6, atol=0)
-    torch.testing.assert_close(torch.tensor(table.column("lambda_min").to_pylist(), dtype=torch.float64), lam[:, 0], rtol=1e-9, atol=0)
-    torch.testing.assert_close(torch.tensor(table.column("lambda_max").to_pylist(), dtype=torch.float64), lam[:, -1], rtol=1e-9, atol=0)
+    for name, column in (("lambda_min", 0), ("lambda_max", -1)):
+        found = torch.tensor(table.column(name).to_pylist(), dtype=torch.float64)
+        torch.testing.assert_close(found, lam[:, column], rtol=1e-9, atol=0)
     assert all(table.column("exact").to_pylist()) and set(table.column("method").to_pylist()) <= {"spectral", "none"}
     assert result.config["defense"] == parse_defense(spec).spec
 
@@ -126,7 +127,8 @@ class Pairs(torch.utils.data.Dataset):
 
 def test_any_torch_dataset():
     model, data = problem(3)
-    assert rows(audit(model, Pairs(data.images, data.labels), progress=False).table) == rows(audit(model, data, progress=False).table)
+    plain = audit(model, Pairs(data.images, data.labels), progress=False).table
+    assert rows(plain) == rows(audit(model, data, progress=False).table)
 
 
 BAD = [
@@ -174,6 +176,10 @@ def _rank_main(rank, world, port, out, die_after_first_shard):
         shards_module.ShardStore.write = write_then_die
     model, data = problem()
     audit(model, data, out=out, chunk_size=2, progress=False)
+    in_memory = audit(model, data, chunk_size=2, progress=False)  # no out: the ranks gather the rows
+    assert in_memory.computed == 7
+    if rank == 0:
+        pq.write_table(in_memory.table, os.path.join(out, "in_memory.parquet"))
     torch.distributed.destroy_process_group()
 
 
@@ -183,6 +189,7 @@ def test_two_gloo_ranks_give_the_single_process_result(tmp_path):
     mp.start_processes(_rank_main, args=(2, _free_port(), str(tmp_path), False), nprocs=2, start_method="fork")
     merged = pq.read_table(tmp_path / "results.parquet")
     assert rows(merged) == rows(single)  # bit for bit
+    assert rows(pq.read_table(tmp_path / "in_memory.parquet")) == rows(single)
     written = [pq.read_table(p).column("index").to_pylist() for p in sorted((tmp_path / "shards").glob("part-*.parquet"))]
     assert sorted(sum(written, [])) == list(range(7))  # each index in one shard, none padded
 
@@ -243,3 +250,18 @@ def test_command_refuses_an_out_of_another_configuration(tmp_path):
     with pytest.raises(SystemExit, match=rf"--out {tmp_path}: holds an audit with another configuration"):
         cli.main([*base, "--defense", "gaussian:1e-2", "--resume"])
 
+
+
+def test_the_checks_draw_is_rescaled_for_the_cosine_attack():
+    """DP's clipping scales a sample's gradient to c·g: a perturbation (c − 1)·g for the L2 attack, none for
+    the cosine attack (blind to the scale), whose draw is rescaled onto g."""
+    from i2f_fast.audit.report import defense_draw
+
+    model, data = problem(1)
+    model64 = model.double()
+    x, y = data.images.double(), data.labels
+    clip = parse_defense("dp:clip=0.01,noise=0")
+    gen = torch.Generator().manual_seed(0)
+    l2, cosine = (defense_draw(clip, model64, x, y, objective, gen) for objective in ("l2", "cosine"))
+    g = defense_draw(parse_defense("none"), model64, x, y, "l2", gen)
+    assert g.abs().max() == 0 and l2.norm() > 0.5 and cosine.norm() < 1e-9 * l2.norm()

@@ -62,7 +62,7 @@ class AuditResult:
         config: the JSON-ready configuration (model and dataset fingerprints, defense spec,
             objective, mode, damping, seed) the rows were computed with.
         seconds: wall time of this call (resumed shards cost nothing).
-        computed: rows this process computed (the others came from finished shards or other ranks).
+        computed: rows this call computed, on every rank together (the others came from finished shards).
         out: the output folder, or None.
     """
 
@@ -248,8 +248,8 @@ def audit(
     N = samples.x.shape[0]
     units = N if per_sample else math.ceil(N / batch_size)
     config = dict(
-        model=dict(cls=type(model).__qualname__, fingerprint=model_fingerprint(model), num_params=sum(p.numel() for _, p in named),
-                   dtype=str(dtype).removeprefix("torch.")),
+        model=dict(cls=type(model).__qualname__, fingerprint=model_fingerprint(model),
+                   num_params=sum(p.numel() for _, p in named), dtype=str(dtype).removeprefix("torch.")),
         dataset=dict(name=samples.name, size=N, input_shape=list(samples.x.shape[1:]),
                      fingerprint=_tensor_fingerprint(samples.x, samples.y)),
         defense=defense.spec,
@@ -305,8 +305,11 @@ def audit(
             gathered = [None] * world
             torch.distributed.all_gather_object(gathered, computed)
         table = merge_tables([t for part in gathered for t in part], units, None)
-    return AuditResult(table, config, time.perf_counter() - start_time, sum(t.num_rows for t in computed),
-                       Path(out) if out is not None else None)
+    counts = [sum(t.num_rows for t in computed)]
+    if world > 1:
+        counts = [None] * world
+        torch.distributed.all_gather_object(counts, sum(t.num_rows for t in computed))
+    return AuditResult(table, config, time.perf_counter() - start_time, sum(counts), Path(out) if out is not None else None)
 
 
 def _chunk_rows(model, samples: _Samples, indices: list[int], defense, objective, per_sample, batch_size, eps, eps_rel,

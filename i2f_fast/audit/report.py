@@ -119,7 +119,7 @@ def check_with_attack(
     x = samples.images[rows].to(torch.float64)
     y = samples.labels[rows]
     deltas = torch.stack([
-        _draw(defense, model64, x[i : i + 1], y[i : i + 1], gen) for i in range(len(rows))
+        defense_draw(defense, model64, x[i : i + 1], y[i : i + 1], config["objective"], gen) for i in range(len(rows))
     ])  # (n, P)
     D = math.prod(x.shape[1:])
     res = validate(
@@ -136,13 +136,24 @@ def check_with_attack(
     ]
 
 
-def _draw(defense, model64: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One perturbation ``δ`` (flat ``(P,)``) of ``defense`` on the clean gradient of the batch of one ``(x, y)``."""
-    grads = clean_gradient(model64, x, y)
+def defense_draw(defense, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: str,
+                 gen: torch.Generator) -> torch.Tensor:
+    """One perturbation ``δ`` (flat ``(P,)``) of ``defense`` (a :class:`~i2f_fast.audit.risk.Defense`, any
+    kind) on the clean gradient ``g`` of the batch ``(x, y)`` (through :func:`i2f_fast.defenses.apply_defense`).
+
+    The cosine attack is blind to the shared gradient's scale, so for it the shared ``t = g + δ`` is
+    rescaled onto ``g`` first (``t/s``, ``s = ⟨t, g⟩/‖g‖² > 0``): the same attack, and a perturbation the
+    prediction linearises (DP's clipping to ``c·g`` would otherwise count as a huge ``(c − 1)·g``)."""
+    grads = clean_gradient(model, x, y)
     strength = {"gaussian": defense.var, "dp": defense.noise_multiplier, "prune": defense.ratio, "topk": defense.ratio,
                 "quantize": defense.bits}.get(defense.kind)
-    options = dict(model=model64, x=x, y=y, clip_norm=defense.clip) if defense.kind == "dp" else {}
-    return apply_defense(defense.kind, grads, strength, generator=gen, **options).delta.reshape(-1)
+    options = dict(model=model, x=x, y=y, clip_norm=defense.clip) if defense.kind == "dp" else {}
+    shared = apply_defense(defense.kind, grads, strength, generator=gen, **options).grads.reshape(-1)
+    if objective == "cosine":
+        scale = (shared @ grads) / (grads @ grads).clamp_min(torch.finfo(grads.dtype).tiny)
+        if scale > 0:
+            shared = shared / scale
+    return shared - grads
 
 
 # ------------------------------------------------------------------------------------ figures

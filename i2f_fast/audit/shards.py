@@ -31,7 +31,7 @@ RESULTS_CSV = "results.csv"
 _FINGERPRINT_KEY = b"i2f_fast.audit.config"
 
 TABLE_SCHEMA = pa.schema([
-    ("index", pa.int64()),        # sample index (per-sample) or batch index (per batch of B: samples B·index …)
+    ("index", pa.int64()),        # position in the audited data, or batch b (per batch of B: samples B·b …)
     ("label", pa.int64()),        # the sample's label (null for a batch)
     ("rmse", pa.float64()),       # predicted RMSE per element, √(E‖Δ‖²/D), under the defense
     ("stderr", pa.float64()),     # its standard error (0 when exact)

@@ -36,7 +36,8 @@ def add_audit_args(p: argparse.ArgumentParser) -> None:
                       help="one row per batch of B consecutive samples (the attacker inverts the batch's mean gradient)")
     p.add_argument("--resume", action="store_true", help="keep the finished shards in --out and compute only the rest")
     p.add_argument("--chunk-size", type=int, default=None, help="samples per chunk and shard (default: 8 where they fit)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="the model's dtype (the spectra are float64)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="the model's dtype (the spectra are float64)")
     p.add_argument("--check", type=int, default=CHECK_SAMPLES,
                    help=f"run the real attack on this many most and least exposed samples (default {CHECK_SAMPLES}; 0: off)")
     p.add_argument("--check-iterations", type=int, default=CHECK_ITERATIONS,
