@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.func import functional_call, grad
 
 from .flat import FlatLayout
@@ -333,6 +334,15 @@ def parameter_gradient(model: nn.Module, loss_fn: Callable, params: dict, x: tor
     """``∇_θ loss_fn(model(x; θ), y)`` at ``θ = params`` (name → tensor), via ``torch.func.grad``:
     composable with ``vmap`` (per sample, per restart) and ``vjp`` (the attack's ``Jᵀw``)."""
     return grad(lambda p: functional_loss(model, loss_fn, p, x, y))(params)
+
+
+def flat_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable | None = None) -> torch.Tensor:
+    """Flat ``(P,)`` gradient of ``loss_fn(model(x), y)`` (default: mean cross-entropy) over the trainable
+    parameters, in :func:`model_parameters` order: the gradient a client shares for the batch ``(x, y)``."""
+    named = model_parameters(model)
+    loss_fn = F.cross_entropy if loss_fn is None else loss_fn
+    grads = parameter_gradient(model, loss_fn, {n: p.detach() for n, p in named}, x, y)
+    return layout_of(named).flatten([grads[n] for n, _ in named])
 
 
 # ------------------------------------------------------------------- parameter-shaped vectors

@@ -5,7 +5,7 @@ import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
 from i2f_fast import InversionInfluence, defenses
-from i2f_fast.audit.risk import Defense, parse_defense, predicted_risk
+from i2f_fast.audit.risk import Defense, draw_delta, parse_defense, predicted_risk
 from i2f_fast.testing import assert_close
 
 from conftest import dense_jacobian, make_problem, per_sample_jacobians
@@ -178,3 +178,16 @@ def test_noise_level_can_be_replaced_only_for_noisy_defenses():
     assert parse_defense("gaussian:1").with_noise(0.5).var == 0.5
     with pytest.raises(ValueError, match="no noise level"):
         parse_defense("prune:0.5").with_noise(1.0)
+
+
+def test_a_drawn_clipping_is_a_perturbation_for_l2_and_none_for_the_cosine_attack(problem):
+    """DP's clipping scales a sample's gradient to c·g: a perturbation (c − 1)·g for the L2 attack, none for
+    the cosine attack (blind to the scale), whose draw is rescaled onto g."""
+    model, x, y, _, g = problem
+    C = 0.1 * g[0].norm().item()
+    clip = parse_defense(f"dp:clip={C},noise=0")
+    gen = torch.Generator().manual_seed(0)
+    l2, cosine = (draw_delta(clip, model, x[:1], y[:1], objective, gen) for objective in ("l2", "cosine"))
+    assert_close(l2, (C / (g[0].norm() + 1e-6) - 1) * g[0], scale=g[0].norm().item())  # Opacus's factor
+    assert cosine.norm() < 1e-9 * l2.norm()
+    assert draw_delta("none", model, x[:1], y[:1], "l2", gen).abs().max() == 0

@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from .. import defenses, frontdoor
+from .. import frontdoor
 from ..influence import DEFAULT_EPS_REL
 from ..validate import validate
 from .accounting import TrainingConfig, epsilon_spent, noise_multiplier_for
-from .risk import Defense
+from .risk import Defense, draw_delta
 
 CALIBRATED_DEFENSES = ("gaussian", "dp")
 """The defenses :func:`calibrate` sets the noise of."""
@@ -362,7 +362,7 @@ def _check(model, data, calibration: Calibration, calibrated: Defense, count: in
     like = next(model.parameters())
     x, y = x.to(device=like.device, dtype=like.dtype), y.to(like.device)
     generator = torch.Generator().manual_seed(seed)
-    deltas = torch.stack([_draw(model, x[k : k + 1], y[k : k + 1], calibrated, calibration.objective, generator)
+    deltas = torch.stack([draw_delta(calibrated, model, x[k : k + 1], y[k : k + 1], calibration.objective, generator)
                           for k in range(len(indices))])
     attack = validate(model, x, y, deltas, calibration.objective, restarts=restarts, iterations=iterations,
                       local_iterations=local_iterations, eps_rel=calibration.eps_rel, generator=generator,
@@ -376,26 +376,3 @@ def _check(model, data, calibration: Calibration, calibrated: Defense, count: in
         )
         for k in range(len(indices))
     ]
-
-
-def _draw(model, x: torch.Tensor, y: torch.Tensor, defense: Defense, objective: str,
-          generator: torch.Generator) -> torch.Tensor:
-    """One draw of the calibrated defense's perturbation ``δ`` (flat ``(P,)``) of one sample's gradient ``g``.
-
-    The cosine attack is blind to the shared gradient's scale, so for it the shared ``t = g + δ`` is
-    rescaled onto ``g`` first (``t/s`` with ``s = ⟨t, g⟩/‖g‖² > 0``): the same attack, and a perturbation
-    the prediction linearises (DP's clipping to ``c·g`` would otherwise count as a huge ``(c − 1)·g``)."""
-    named = frontdoor.model_parameters(model)
-    layout = frontdoor.layout_of(named)
-    params = {n: p.detach() for n, p in named}
-    grads = frontdoor.parameter_gradient(model, nn.functional.cross_entropy, params, x, y)
-    clean = layout.flatten([grads[n] for n in params])
-    if defense.kind == "gaussian":
-        shared = defenses.gaussian(clean, defense.var, generator=generator).grads
-    else:
-        shared = defenses.dp(clean, model, x, y, defense.clip, defense.noise_multiplier, generator=generator).grads
-    if objective == "cosine":
-        scale = (shared @ clean) / (clean @ clean).clamp_min(torch.finfo(clean.dtype).tiny)
-        if scale > 0:
-            shared = shared / scale
-    return shared - clean

@@ -30,13 +30,11 @@ import torch.nn as nn
 
 from .. import frontdoor
 from ..data import ImageBatch
-from ..defenses import apply_defense
 from ..experiments.output import _pyplot, atomic_path, save_figure, write_json
-from ..experiments.problem import clean_gradient
 from ..influence import SPECTRAL_MAX_DIM
 from ..validate import LIMIT_EPS_REL, OBJECTIVE_ATTACKS, validate
 from .core import AuditResult
-from .risk import parse_defense
+from .risk import draw_delta, parse_defense
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 """Quantiles of the predicted RMSE in ``summary.json`` (overall and per class)."""
@@ -119,7 +117,7 @@ def check_with_attack(
     x = samples.images[rows].to(torch.float64)
     y = samples.labels[rows]
     deltas = torch.stack([
-        defense_draw(defense, model64, x[i : i + 1], y[i : i + 1], config["objective"], gen) for i in range(len(rows))
+        draw_delta(defense, model64, x[i : i + 1], y[i : i + 1], config["objective"], gen) for i in range(len(rows))
     ])  # (n, P)
     D = math.prod(x.shape[1:])
     res = validate(
@@ -134,26 +132,6 @@ def check_with_attack(
              attack=OBJECTIVE_ATTACKS[config["objective"]])
         for i, (group, p) in enumerate(picks)
     ]
-
-
-def defense_draw(defense, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: str,
-                 gen: torch.Generator) -> torch.Tensor:
-    """One perturbation ``δ`` (flat ``(P,)``) of ``defense`` (a :class:`~i2f_fast.audit.risk.Defense`, any
-    kind) on the clean gradient ``g`` of the batch ``(x, y)`` (through :func:`i2f_fast.defenses.apply_defense`).
-
-    The cosine attack is blind to the shared gradient's scale, so for it the shared ``t = g + δ`` is
-    rescaled onto ``g`` first (``t/s``, ``s = ⟨t, g⟩/‖g‖² > 0``): the same attack, and a perturbation the
-    prediction linearises (DP's clipping to ``c·g`` would otherwise count as a huge ``(c − 1)·g``)."""
-    grads = clean_gradient(model, x, y)
-    strength = {"gaussian": defense.var, "dp": defense.noise_multiplier, "prune": defense.ratio, "topk": defense.ratio,
-                "quantize": defense.bits}.get(defense.kind)
-    options = dict(model=model, x=x, y=y, clip_norm=defense.clip) if defense.kind == "dp" else {}
-    shared = apply_defense(defense.kind, grads, strength, generator=gen, **options).grads.reshape(-1)
-    if objective == "cosine":
-        scale = (shared @ grads) / (grads @ grads).clamp_min(torch.finfo(grads.dtype).tiny)
-        if scale > 0:
-            shared = shared / scale
-    return shared - grads
 
 
 # ------------------------------------------------------------------------------------ figures

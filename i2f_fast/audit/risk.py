@@ -51,6 +51,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
 from .. import defenses, frontdoor
 from ..influence import InversionInfluence
@@ -312,3 +313,25 @@ def _quantisation_energy(influence, bits: int, clean: torch.Tensor, draws: int, 
     result = influence.i2f(deltas if influence.per_sample else deltas[:, 0], **solve)
     energy = result.value.reshape(draws, n).to(torch.float64) ** 2
     return energy.mean(0), energy.var(0) / draws, result.eps.reshape(draws, n)[0]
+
+
+def draw_delta(defense, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: str = "l2",
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random perturbation ``δ`` (flat ``(P,)``) of ``defense`` on the clean gradient ``g`` of the
+    batch ``(x, y)`` (:func:`i2f_fast.defenses.apply_defense`): what an attack is checked against.
+
+    The cosine attack is blind to the shared gradient's scale, so for it the shared ``t = g + δ`` is
+    rescaled onto ``g`` first (``t/s``, ``s = ⟨t, g⟩/‖g‖² > 0``): the same attack, and a perturbation the
+    prediction linearises (DP's clipping to ``c·g`` would otherwise count as a huge ``(c − 1)·g``).
+    """
+    defense = parse_defense(defense)
+    grads = frontdoor.flat_gradient(model, x, y)
+    strength = {"gaussian": defense.var, "dp": defense.noise_multiplier, "prune": defense.ratio, "topk": defense.ratio,
+                "quantize": defense.bits}.get(defense.kind)
+    options = dict(model=model, x=x, y=y, clip_norm=defense.clip) if defense.kind == "dp" else {}
+    shared = defenses.apply_defense(defense.kind, grads, strength, generator=generator, **options).grads.reshape(-1)
+    if objective == "cosine":
+        scale = (shared @ grads) / (grads @ grads).clamp_min(torch.finfo(grads.dtype).tiny)
+        if scale > 0:
+            shared = shared / scale
+    return shared - grads
