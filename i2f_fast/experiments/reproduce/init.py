@@ -64,15 +64,10 @@ def run(config: dict, workdir: pathlib.Path, progress: bool = True) -> dict:
             rows["lambda_max"].append(influence.spectrum().eigenvalues[:, -1].tolist())
             rows["attack_rmse"].append(attacks["rmse"][0])
             rows["attack_mse"].append(attacks["mse"][0])
-        rows["median"] = {key: _median(values) for key, values in rows.items()}
+        rows["median"] = {key: common.median(values) for key, values in rows.items()}
         per_scheme[scheme] = rows
     return dict(samples=list(range(config["start"], config["start"] + config["samples"])), sigma=sigma,
                 input_dim=math.prod(problem.x.shape[1:]), schemes=per_scheme)
-
-
-def _median(rows: list) -> float:
-    """Median over every entry of a seeds × samples list."""
-    return float(torch.tensor(rows, dtype=torch.float64).median())
 
 
 def plot(result: dict, config: dict, path: pathlib.Path) -> None:

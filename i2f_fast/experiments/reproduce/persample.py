@@ -112,9 +112,15 @@ def _odd_below(size: int) -> int:
     return size if size % 2 else size - 1
 
 
+def median(values) -> float:
+    """Median of a sequence, or of every entry of a nested list (the mean of the two middle values
+    for an even count)."""
+    return float(torch.as_tensor(values, dtype=torch.float64).flatten().quantile(0.5))
+
+
 def median_rows(rows: list) -> list:
-    """Median of every row of a K × N list (NaN-free)."""
-    return [float(torch.tensor(row, dtype=torch.float64).median()) for row in rows]
+    """:func:`median` of every row of a K × N list."""
+    return [median(row) for row in rows]
 
 
 def spearman(a, b) -> float:
