@@ -150,7 +150,9 @@ def plot(result: dict, config: dict, path: pathlib.Path) -> None:
     scatter.legend(fontsize=8)
     for ax in (hist, boxes, scatter):
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(f"{PAPER}: unequal risk, {config['model']} on {len(result['samples'])} {config['dataset']} test samples, "
+    for axis in (scatter.xaxis, scatter.yaxis, boxes.yaxis):
+        axis.set_minor_formatter(plt.NullFormatter())
+    fig.suptitle(f"{PAPER}: unequal risk, {config['model']} on {len(result['samples'])} test samples of {config['dataset']}, "
                  f"Gaussian noise σ² = {result['variance']:g}", fontsize=9)
     fig.tight_layout()
     common.save_figure(fig, path)
@@ -164,7 +166,7 @@ def table(result: dict, config: dict) -> str:
         attacked = ", ".join(f"{a:.3g}" for a, l in zip(sub["attack_rmse"], sub["labels"]) if str(l) == label)
         lines.append(f"{label:>5} {stats['count']:>6} {stats['median']:>10.3e} {stats['min']:>10.3e} "
                      f"{stats['max']:>10.3e} {attacked:>24}")
-    lines.append(f"(predicted RMSE √(E‖I²F‖²/D), calibrated ε, per element in the normalised space; attacked: DLG RMSE)")
+    lines.append("(predicted RMSE √(E‖I²F‖²/D), calibrated ε, per element in the normalised space; attacked: DLG RMSE)")
     lines.append(f"Spearman(attack, prediction) on {len(sub['samples'])} attacked digits: expected "
                  f"{sub['spearman_expected']:+.2f}, this draw {sub['spearman_draw']:+.2f}, ε = 1 {sub['spearman_paper_eps']:+.2f}")
     return "\n".join(lines)
