@@ -111,7 +111,27 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("env", help="print versions, threads and the available kernel backends")
+    _add_reproduce_parser(sub)
     return parser
+
+
+def _add_reproduce_parser(sub) -> None:
+    from .experiments.reproduce import EXPERIMENTS
+
+    reproduce = sub.add_parser("reproduce", help="reproduce one of the paper's findings (E1-E8), or all of them")
+    reproduce.add_argument("experiment", help=f"one of {', '.join(EXPERIMENTS)}, or all")
+    reproduce.add_argument("--out", type=Path, default=Path("i2f-reproduce"), help="output folder (default ./i2f-reproduce)")
+    reproduce.add_argument("--quick", action="store_true", help="small sizes: about a minute per experiment")
+    reproduce.add_argument("--resume", action="store_true",
+                           help="skip experiments already finished in --out with the same configuration")
+    reproduce.add_argument("--dataset", choices=DATASETS, default=None,
+                           help="data of every experiment (default: each experiment's, built-in digits / natural)")
+    reproduce.add_argument("--root", default=None, help="dataset folder for mnist/cifar10/cifar100 (torchvision layout)")
+    reproduce.add_argument("--model", choices=sorted(MODELS), default=None, help="model (default: each experiment's)")
+    reproduce.add_argument("--iterations", type=int, default=None,
+                           help="attack iterations (default: each experiment's; the paper's scripts use 24000)")
+    reproduce.add_argument("--seed", type=int, default=None, help="seed (default: each experiment's)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_damping_args(p: argparse.ArgumentParser) -> None:
@@ -459,8 +479,28 @@ def _validate_command(args) -> int:
     return 0
 
 
+def _reproduce_command(args) -> int:
+    from .experiments.reproduce import check_name
+    from .experiments.reproduce.runner import report, run_all, run_experiment
+
+    try:
+        check_name(args.experiment, allow_all=True)
+    except ValueError as err:
+        raise SystemExit(f"i2f-fast reproduce: error: {err}") from err
+    overrides = dict(dataset=args.dataset, root=args.root, model=args.model, iterations=args.iterations, seed=args.seed)
+    options = dict(quick=args.quick, overrides=overrides, resume=args.resume, progress=not args.quiet)
+    if args.experiment != "all":
+        record, table = run_experiment(args.experiment, args.out, **options)
+        print(report(record, table))
+        print(f"wrote {args.out / args.experiment / 'result.json'} and {args.out / args.experiment / 'figure.png'}")
+        return 0
+    entries = run_all(args.out, **options)
+    print(f"wrote {args.out / 'index.md'}")
+    return 1 if any(e.get("failed") for e in entries) else 0
+
+
 _COMMANDS = {"demo": _demo_command, "env": _env_command, "attack": _attack_command, "compare": _compare_command,
-             "validate": _validate_command}
+             "validate": _validate_command, "reproduce": _reproduce_command}
 
 
 if __name__ == "__main__":
