@@ -17,7 +17,8 @@ import pathlib
 import torch
 
 from ...influence import InversionInfluence
-from . import persample as common
+from . import common
+from .resumable_attacks import attack_each
 
 NAME = "init"
 PAPER = "Fig. 7"
@@ -44,40 +45,42 @@ def run(config: dict, workdir: pathlib.Path, progress: bool = True) -> dict:
     """Per scheme: ``seeds × samples`` lists of the predicted RMSE (calibrated and ε = 1), the exact
     ``E‖I²F‖²`` (calibrated), λ_max of ``JᵀJ`` and the attack's RMSE / MSE; medians in ``median``."""
     sigma = float(config["sigma"])
+    batch = common.load_batch(config, config["samples"], start=config["start"], image_size=config["image_size"])
     per_scheme = {}
     for scheme in config["schemes"]:
         rows = {key: [] for key in ("predicted_rmse", "paper_eps_rmse", "expected_sq", "lambda_max",
                                     "attack_rmse", "attack_mse")}
         for seed in config["seeds"]:
-            problem = common.load_problem(config, seed=seed, init=scheme)
-            x, y = problem.x, problem.y
-            influence = InversionInfluence(problem.model, x, y, per_sample=True)
+            model = common.model_for(config["model"], batch, init=scheme, seed=seed)
+            influence = InversionInfluence(model, batch.images, batch.labels, per_sample=True)
             calibrated = influence.expected_i2f_sq(sigma)
             paper_eps = influence.expected_i2f_sq(sigma, eps=common.PAPER_EPS)
             clean = influence.jacobian.gradient.detach()  # (N, P)
-            noise = sigma * torch.randn(clean.shape, generator=common.generator(config, seed), dtype=clean.dtype)
-            attacks = common.attack_each(problem, (clean + noise).unsqueeze(0), config, workdir, progress=progress,
-                                         desc=f"{NAME}: DLG, {scheme} seed {seed}", tag=f"attacks-{scheme}-{seed}")
+            # the same draw for every scheme at this seed: the schemes are compared on paired noise
+            draw = torch.Generator().manual_seed(config["seed"] + seed)
+            noise = sigma * torch.randn(clean.shape, generator=draw, dtype=clean.dtype)
+            attacks = attack_each(model, batch, (clean + noise).unsqueeze(0), config, workdir, progress=progress,
+                                  desc=f"{NAME}: DLG, {scheme} seed {seed}", tag=f"attacks-{scheme}-{seed}")
             rows["predicted_rmse"].append(calibrated.rmse.tolist())
             rows["paper_eps_rmse"].append(paper_eps.rmse.tolist())
             rows["expected_sq"].append(calibrated.value.tolist())
             rows["lambda_max"].append(influence.spectrum().eigenvalues[:, -1].tolist())
             rows["attack_rmse"].append(attacks["rmse"][0])
             rows["attack_mse"].append(attacks["mse"][0])
-        rows["median"] = {key: common.median(values) for key, values in rows.items()}
+        rows["median"] = {key: common.median(sum(values, [])) for key, values in rows.items()}
         per_scheme[scheme] = rows
-    return dict(samples=list(range(config["start"], config["start"] + config["samples"])), sigma=sigma,
-                input_dim=math.prod(problem.x.shape[1:]), schemes=per_scheme)
+    return dict(samples=list(range(config["start"], config["start"] + len(batch))), sigma=sigma,
+                input_dim=math.prod(batch.images.shape[1:]), schemes=per_scheme)
 
 
 def plot(result: dict, config: dict, path: pathlib.Path) -> None:
     """Box plots per scheme (over seeds × samples), log scale: the predicted RMSE (calibrated and
     ε = 1) next to the attack's RMSE."""
-    plt = common.pyplot()
     schemes = list(result["schemes"])
     series = (("predicted_rmse", "I²F, calibrated ε", "tab:blue"), ("paper_eps_rmse", "I²F, paper's ε = 1", "tab:green"),
               ("attack_rmse", "DLG attack", "tab:red"))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, axes = common.subplots(size=(8, 4.5))
+    ax = axes[0][0]
     width = 0.25
     for offset, (key, label, color) in zip((-width, 0.0, width), series):
         data = [sum(result["schemes"][s][key], []) for s in schemes]
@@ -95,8 +98,7 @@ def plot(result: dict, config: dict, path: pathlib.Path) -> None:
                  f"{result['sigma']:g}, {len(config['seeds'])} seeds × {len(result['samples'])} samples", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    common.save_figure(fig, path)
+    common.save(fig, path)
 
 
 def table(result: dict, config: dict) -> str:

@@ -16,7 +16,8 @@ import torch
 
 from ...defenses import prune
 from ...influence import InversionInfluence
-from . import persample as common
+from . import common
+from .resumable_attacks import attack_each
 
 NAME = "pruning"
 PAPER = "Fig. 13"
@@ -42,38 +43,35 @@ def run(config: dict, workdir: pathlib.Path, progress: bool = True) -> dict:
     (calibrated), ``paper_eps_rmse`` (ε = 1), ``bound_rmse``, ``attack_rmse``, ``attack_mse``,
     ``attack_ssim``; and the medians over samples per ratio in ``median``.
     """
-    problem = common.load_problem(config)
-    x, y = problem.x, problem.y
-    N, D = x.shape[0], math.prod(x.shape[1:])
-    influence = InversionInfluence(problem.model, x, y, per_sample=True, generator=common.generator(config))
-    clean = influence.jacobian.gradient.detach()  # (N, P)
+    batch = common.load_batch(config, config["samples"], start=config["start"], image_size=config["image_size"])
+    model = common.model_for(config["model"], batch, init=config["init"], seed=config["seed"])
+    N, D = len(batch), math.prod(batch.images.shape[1:])
+    influence = InversionInfluence(model, batch.images, batch.labels, per_sample=True,
+                                   generator=torch.Generator().manual_seed(config["seed"]))
+    clean = influence.jacobian.gradient.detach()  # (N, P): each sample's own gradient
     ratios = [float(r) for r in config["ratios"]]
     deltas = torch.stack([torch.stack([prune(clean[n], r).delta for n in range(N)]) for r in ratios])  # (K, N, P)
-    calibrated = influence.i2f(deltas)
-    paper_eps = influence.i2f(deltas, eps=common.PAPER_EPS)
-    bound = influence.lower_bound(deltas)
-    attacks = common.attack_each(problem, clean.unsqueeze(0) + deltas, config, workdir, progress=progress,
-                                 desc=f"{NAME}: DLG per ratio and sample")
+    predicted = common.predicted_rmse(influence, deltas)
+    attacks = attack_each(model, batch, clean.unsqueeze(0) + deltas, config, workdir, progress=progress,
+                          desc=f"{NAME}: DLG per ratio and sample")
     result = dict(
-        samples=problem.indices, labels=y.tolist(), input_dim=D, num_params=clean.shape[1], ratios=ratios,
-        delta_norm=deltas.norm(dim=2).tolist(),
-        predicted_rmse=calibrated.rmse.tolist(),
-        paper_eps_rmse=paper_eps.rmse.tolist(),
-        bound_rmse=(bound.value / math.sqrt(D)).tolist(),
+        samples=list(range(config["start"], config["start"] + N)), labels=batch.labels.tolist(), input_dim=D,
+        num_params=clean.shape[1], ratios=ratios, delta_norm=deltas.norm(dim=2).tolist(),
+        predicted_rmse=predicted["calibrated"].tolist(), paper_eps_rmse=predicted["paper"].tolist(),
+        bound_rmse=predicted["lower_bound"].tolist(),
         attack_rmse=attacks["rmse"], attack_mse=attacks["mse"], attack_ssim=attacks["ssim"],
-        method=calibrated.method,
     )
     keys = ("predicted_rmse", "paper_eps_rmse", "bound_rmse", "attack_rmse", "attack_ssim")
-    result["median"] = {key: common.median_rows(result[key]) for key in keys}
+    result["median"] = {key: [common.median(row) for row in result[key]] for key in keys}
     return result
 
 
 def plot(result: dict, config: dict, path: pathlib.Path) -> None:
     """Left: RMSE against the pruning ratio (attack per sample and median; calibrated I²F, ε = 1,
     bound), log scale. Right: the attack's SSIM."""
-    plt = common.pyplot()
     ratios, med = result["ratios"], result["median"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = common.subplots(1, 2, size=(10, 4))
+    left, right = axes[0]
     for row, ratio in zip(result["attack_rmse"], ratios):
         left.semilogy([ratio] * len(row), row, ".", color="tab:red", alpha=0.4)
     left.semilogy(ratios, med["attack_rmse"], "o-", color="tab:red", label="DLG attack (median)")
@@ -92,8 +90,7 @@ def plot(result: dict, config: dict, path: pathlib.Path) -> None:
     right.grid(True, alpha=0.3)
     fig.suptitle(f"{PAPER}: gradient pruning, {config['model']} on {config['dataset']}, "
                  f"{len(result['samples'])} samples, {config['iterations']} DLG iterations", fontsize=9)
-    fig.tight_layout()
-    common.save_figure(fig, path)
+    common.save(fig, path)
 
 
 def table(result: dict, config: dict) -> str:
@@ -108,18 +105,19 @@ def table(result: dict, config: dict) -> str:
 
 
 def verdict(result: dict, config: dict) -> dict:
-    """Holds when the attack RMSE and the calibrated I²F both rise with the ratio (Spearman over
-    ratios > 0.5 each, SSIM falling); partly when only the attack's trend is there."""
+    """Holds when the attack's RMSE and the calibrated I²F both rise with the ratio (Spearman over
+    the ratios > 0.5 each) and the SSIM falls; partly when only one of the two rises."""
     med, ratios = result["median"], result["ratios"]
-    attack_trend = common.spearman(ratios, med["attack_rmse"])
-    predicted_trend = common.spearman(ratios, med["predicted_rmse"])
-    ssim_trend = common.spearman(ratios, med["attack_ssim"])
+    attack_trend = common.log_correlation(ratios, med["attack_rmse"])["spearman"] or 0.0
+    predicted_trend = common.log_correlation(ratios, med["predicted_rmse"])["spearman"] or 0.0
+    ssim_falls = med["attack_ssim"][-1] < med["attack_ssim"][0]
     agreement = [a / p for a, p in zip(med["attack_rmse"], med["predicted_rmse"]) if p > 0]
-    measured = (f"Spearman over ratios: attack RMSE {attack_trend:+.2f}, I²F {predicted_trend:+.2f}, SSIM "
-                f"{ssim_trend:+.2f}; attack/I²F (calibrated) from {min(agreement):.2f} to {max(agreement):.2f}; "
-                f"at ratio {ratios[-1]:g} attack RMSE {med['attack_rmse'][-1]:.3g} vs I²F {med['predicted_rmse'][-1]:.3g} "
-                f"(ε = 1: {med['paper_eps_rmse'][-1]:.3g}, bound {med['bound_rmse'][-1]:.3g})")
-    if attack_trend > 0.5 and predicted_trend > 0.5 and ssim_trend < 0:
+    measured = (f"Spearman over the ratios: attack RMSE {attack_trend:+.2f}, I²F {predicted_trend:+.2f}; SSIM "
+                f"{med['attack_ssim'][0]:.3f} → {med['attack_ssim'][-1]:.3f}; attack/I²F (calibrated) from "
+                f"{min(agreement):.2f} to {max(agreement):.2f}; at ratio {ratios[-1]:g} attack RMSE "
+                f"{med['attack_rmse'][-1]:.3g} vs I²F {med['predicted_rmse'][-1]:.3g} (ε = 1: "
+                f"{med['paper_eps_rmse'][-1]:.3g}, bound {med['bound_rmse'][-1]:.3g})")
+    if attack_trend > 0.5 and predicted_trend > 0.5 and ssim_falls:
         status = "holds"
     elif attack_trend > 0.5 or predicted_trend > 0.5:
         status = "partly"

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import math
 import pathlib
-import sys
 
 import torch
 import torch.nn.functional as F
 
-from ...data import load_dataset
+from ...data import DatasetUnavailableError, load_dataset
 from ...influence import InversionInfluence
-from ...models import build_model
 from ..output import atomic_path
-from . import persample as common
+from . import common
+from .resumable_attacks import attack_each
 
 NAME = "training"
 PAPER = "— (the paper's bound_training.py; no figure)"
@@ -45,16 +44,18 @@ def options(quick: bool) -> dict:
 def _splits(config: dict):
     """(training batch, test batch): disjoint index ranges of the bundled datasets, or the
     torchvision train / test sets."""
-    extra = {"image_size": config["image_size"]} if config["dataset"] in ("digits", "natural") else {}
-    if config["dataset"] in ("digits", "natural"):
-        train = load_dataset(config["dataset"], n=config["train_samples"], start=0, root=config["root"], **extra)
+    size = config["image_size"]
+    if config["dataset"] in common.BUILT_IN:
         if config["start"] < config["train_samples"]:
             raise ValueError(f"start ({config['start']}) must be >= train_samples ({config['train_samples']}): "
-                             "the test digits must not be trained on")
-        test = load_dataset(config["dataset"], n=config["test_samples"], start=config["start"], root=config["root"], **extra)
+                             "the test samples must not be trained on")
+        train = common.load_batch(config, config["train_samples"], image_size=size)
     else:
-        train = load_dataset(config["dataset"], n=config["train_samples"], root=config["root"], train=True)
-        test = load_dataset(config["dataset"], n=config["test_samples"], start=config["start"], root=config["root"])
+        try:  # common.load_batch reads the test split; the training split needs train=True
+            train = load_dataset(config["dataset"], n=config["train_samples"], root=config["root"], train=True)
+        except DatasetUnavailableError as err:
+            raise common.ReproduceInputError(f"--dataset {config['dataset']} --root {config['root']}: {err}") from err
+    test = common.load_batch(config, config["test_samples"], start=config["start"], image_size=size)
     return train, test
 
 
@@ -72,13 +73,10 @@ def train_checkpoints(config: dict, workdir: pathlib.Path, train, progress: bool
     continues from the latest. Epoch e shuffles with a generator seeded ``seed·1000 + e``, so a
     resumed run gives the same weights as an uninterrupted one.
     """
-    from tqdm.auto import tqdm
-
     folder = pathlib.Path(workdir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     settings = _settings(config)
-    model = build_model(config["model"], tuple(train.images.shape[1:]), train.num_classes, init=config["init"],
-                        seed=config["seed"])
+    model = common.model_for(config["model"], train, init=config["init"], seed=config["seed"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     states, epoch = {}, 0
     wanted = sorted(set(int(e) for e in config["epochs"]))
@@ -98,7 +96,7 @@ def train_checkpoints(config: dict, workdir: pathlib.Path, train, progress: bool
             saved = torch.load(path, weights_only=False)
             if saved["settings"] == settings:
                 states[e] = saved["model"]
-    bar = tqdm(total=last - epoch, desc=f"{NAME}: epochs", unit="epoch", file=sys.stderr, leave=False, disable=not progress)
+    bar = common.progress_bar(last - epoch, f"{NAME}: training epochs", progress)
     if 0 in wanted and 0 not in states:
         states[0] = _save(folder / "epoch0.pt", model, optimizer, settings)
     model.train()
@@ -132,42 +130,40 @@ def run(config: dict, workdir: pathlib.Path, progress: bool = True) -> dict:
     states = train_checkpoints(config, workdir, train, progress)
     sigma = float(config["sigma"])
     epochs = sorted(states)
-    attacked = range(config["samples"])
+    attacked = test.subset(slice(0, config["samples"]))
     rows = {key: [] for key in ("test_accuracy", "test_loss", "predicted_rmse", "paper_eps_rmse", "lambda_max",
                                 "attack_rmse")}
     noise = None
     for epoch in epochs:
-        model = build_model(config["model"], tuple(train.images.shape[1:]), train.num_classes, init=config["init"],
-                            seed=config["seed"])
+        model = common.model_for(config["model"], train, init=config["init"], seed=config["seed"])
         model.load_state_dict(states[epoch])
-        model.eval()
         with torch.no_grad():
             logits = model(test.images)
         rows["test_accuracy"].append(float((logits.argmax(1) == test.labels).double().mean()))
         rows["test_loss"].append(float(F.cross_entropy(logits, test.labels)))
-        problem = common.Problem(test.subset(list(attacked)), model, [config["start"] + n for n in attacked])
-        influence = InversionInfluence(model, problem.x, problem.y, per_sample=True)
-        clean = influence.jacobian.gradient.detach()
-        if noise is None:
-            noise = sigma * torch.randn(clean.shape, generator=common.generator(config), dtype=clean.dtype)
-        attacks = common.attack_each(problem, (clean + noise).unsqueeze(0), config, workdir, progress=progress,
-                                     desc=f"{NAME}: DLG at epoch {epoch}", tag=f"attacks-epoch{epoch}")
+        influence = InversionInfluence(model, attacked.images, attacked.labels, per_sample=True)
+        clean = influence.jacobian.gradient.detach()  # (N, P)
+        if noise is None:  # one draw, the same at every checkpoint
+            draw = torch.Generator().manual_seed(config["seed"])
+            noise = sigma * torch.randn(clean.shape, generator=draw, dtype=clean.dtype)
+        attacks = attack_each(model, attacked, (clean + noise).unsqueeze(0), config, workdir, progress=progress,
+                              desc=f"{NAME}: DLG at epoch {epoch}", tag=f"attacks-epoch{epoch}")
         rows["predicted_rmse"].append(influence.expected_i2f_sq(sigma).rmse.tolist())
         rows["paper_eps_rmse"].append(influence.expected_i2f_sq(sigma, eps=common.PAPER_EPS).rmse.tolist())
         rows["lambda_max"].append(influence.spectrum().eigenvalues[:, -1].tolist())
         rows["attack_rmse"].append(attacks["rmse"][0])
     keys = ("predicted_rmse", "paper_eps_rmse", "lambda_max", "attack_rmse")
-    return dict(epochs=epochs, samples=problem.indices, labels=problem.y.tolist(), sigma=sigma,
-                input_dim=math.prod(problem.x.shape[1:]), **rows,
-                median={key: common.median_rows(rows[key]) for key in keys})
+    return dict(epochs=epochs, samples=list(range(config["start"], config["start"] + len(attacked))),
+                labels=attacked.labels.tolist(), sigma=sigma, input_dim=math.prod(attacked.images.shape[1:]), **rows,
+                median={key: [common.median(row) for row in rows[key]] for key in keys})
 
 
 def plot(result: dict, config: dict, path: pathlib.Path) -> None:
     """Left: RMSE against the epoch (attack per sample and median, calibrated I²F, ε = 1), log
     scale. Right: test accuracy."""
-    plt = common.pyplot()
     epochs, med = result["epochs"], result["median"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = common.subplots(1, 2, size=(10, 4))
+    left, right = axes[0]
     for row, epoch in zip(result["attack_rmse"], epochs):
         left.semilogy([epoch] * len(row), row, ".", color="tab:red", alpha=0.4)
     left.semilogy(epochs, med["attack_rmse"], "o-", color="tab:red", label="DLG attack (median)")
@@ -183,8 +179,7 @@ def plot(result: dict, config: dict, path: pathlib.Path) -> None:
     right.grid(True, alpha=0.3)
     fig.suptitle(f"training: {config['model']} on {config['dataset']}, Gaussian noise σ = {result['sigma']:g}, "
                  f"{len(result['samples'])} test samples", fontsize=9)
-    fig.tight_layout()
-    common.save_figure(fig, path)
+    common.save(fig, path)
 
 
 def table(result: dict, config: dict) -> str:
@@ -201,8 +196,9 @@ def table(result: dict, config: dict) -> str:
 def verdict(result: dict, config: dict) -> dict:
     """Spearman of predicted (calibrated) against attack RMSE over every (checkpoint, sample):
     holds above 0.5, partly above 0."""
-    pooled = common.spearman(sum(result["predicted_rmse"], []), sum(result["attack_rmse"], []))
-    pooled_paper = common.spearman(sum(result["paper_eps_rmse"], []), sum(result["attack_rmse"], []))
+    attack = sum(result["attack_rmse"], [])
+    pooled = common.log_correlation(sum(result["predicted_rmse"], []), attack)["spearman"] or 0.0
+    pooled_paper = common.log_correlation(sum(result["paper_eps_rmse"], []), attack)["spearman"] or 0.0
     med, epochs = result["median"], result["epochs"]
     measured = (f"Spearman(I²F, attack) over {len(epochs)} checkpoints × {len(result['samples'])} samples: "
                 f"{pooled:+.2f} calibrated, {pooled_paper:+.2f} with ε = 1; median attack RMSE "

@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-import sys
 
 import torch
 
 from ...influence import InversionInfluence
 from ..output import write_json
-from ..problem import clean_gradient
-from . import persample as common
+from . import common
+from .resumable_attacks import attack_each
 
 NAME = "unfairness"
 PAPER = "blog Fig. 2"
@@ -42,8 +41,6 @@ def options(quick: bool) -> dict:
 
 def _predict(config: dict, model, noise: torch.Tensor, workdir: pathlib.Path, progress: bool) -> dict:
     """Per-sample predictions over all samples, chunk by chunk, resumable from ``workdir/predictions.json``."""
-    from tqdm.auto import tqdm
-
     sigma = math.sqrt(float(config["variance"]))
     keys = ("predicted_rmse", "paper_eps_rmse", "draw_rmse", "lambda_max")
     settings = {k: config[k] for k in ("dataset", "model", "init", "image_size", "start", "samples", "variance", "seed")}
@@ -53,13 +50,14 @@ def _predict(config: dict, model, noise: torch.Tensor, workdir: pathlib.Path, pr
         cache = {"settings": settings, "chunks": {}}
     chunk, total = config["chunk"], config["samples"]
     starts = list(range(0, total, chunk))
-    for offset in tqdm(starts, desc=f"{NAME}: predicted risk per chunk", unit="chunk", file=sys.stderr, leave=False,
-                       disable=not progress):
+    bar = common.progress_bar(len(starts), f"{NAME}: predicted risk per chunk of {chunk}", progress)
+    for offset in starts:
+        bar.update()
         if str(offset) in cache["chunks"]:
             continue
         size = min(chunk, total - offset)
-        problem = common.load_problem(config, start=config["start"] + offset, samples=size, model=model)
-        influence = InversionInfluence(model, problem.x, problem.y, per_sample=True)
+        part = common.load_batch(config, size, start=config["start"] + offset, image_size=config["image_size"])
+        influence = InversionInfluence(model, part.images, part.labels, per_sample=True)
         cache["chunks"][str(offset)] = dict(
             predicted_rmse=influence.expected_i2f_sq(sigma).rmse.tolist(),
             paper_eps_rmse=influence.expected_i2f_sq(sigma, eps=common.PAPER_EPS).rmse.tolist(),
@@ -67,6 +65,7 @@ def _predict(config: dict, model, noise: torch.Tensor, workdir: pathlib.Path, pr
             lambda_max=influence.spectrum().eigenvalues[:, -1].tolist(),
         )
         write_json(path, cache)
+    bar.close()
     return {key: sum((cache["chunks"][str(offset)][key] for offset in starts), []) for key in keys}
 
 
@@ -84,31 +83,31 @@ def stratified_subset(labels: list, risk: list, per_class: int) -> list:
 def run(config: dict, workdir: pathlib.Path, progress: bool = True) -> dict:
     """Per-sample predicted RMSE (calibrated, ε = 1, one draw), per-class summaries, and the attack on
     the stratified subset with the Spearman correlations of its errors with the predictions."""
-    everything = common.load_problem(config)
-    model, labels = everything.model, everything.y.tolist()
-    P = sum(p.numel() for p in model.parameters())
-    noise = math.sqrt(float(config["variance"])) * torch.randn(len(labels), P, generator=common.generator(config))
+    everything = common.load_batch(config, config["samples"], start=config["start"], image_size=config["image_size"])
+    model = common.model_for(config["model"], everything, init=config["init"], seed=config["seed"])
+    labels = everything.labels.tolist()
+    draw = torch.Generator().manual_seed(config["seed"])
+    noise = math.sqrt(float(config["variance"])) * torch.randn(len(labels), common.num_params(model), generator=draw)
     predicted = _predict(config, model, noise, workdir, progress)
     subset = stratified_subset(labels, predicted["predicted_rmse"], config["per_class"])
-    attacked = common.Problem(everything.batch.subset(subset), model, [everything.indices[p] for p in subset])
-    targets = torch.stack([clean_gradient(model, everything.x[p : p + 1], everything.y[p : p + 1]) + noise[p]
-                           for p in subset])
-    attacks = common.attack_each(attacked, targets.unsqueeze(0), config, workdir, progress=progress,
-                                 desc=f"{NAME}: DLG on the stratified subset")
+    attacked = everything.subset(subset)
+    targets = common.sample_gradients(model, attacked.images, attacked.labels) + noise[subset]
+    attacks = attack_each(model, attacked, targets.unsqueeze(0), config, workdir, progress=progress,
+                          desc=f"{NAME}: DLG on the stratified subset")
     per_class = {}
     for label in sorted(set(labels)):
-        values = torch.tensor([v for v, l in zip(predicted["predicted_rmse"], labels) if l == label], dtype=torch.float64)
-        per_class[str(label)] = dict(count=len(values), median=common.median(values), mean=float(values.mean()),
-                                     min=float(values.min()), max=float(values.max()))
+        values = [v for v, l in zip(predicted["predicted_rmse"], labels) if l == label]
+        per_class[str(label)] = dict(count=len(values), median=common.median(values), mean=sum(values) / len(values),
+                                     min=min(values), max=max(values))
     sub = {key: [predicted[key][p] for p in subset] for key in ("predicted_rmse", "paper_eps_rmse", "draw_rmse")}
     return dict(
-        samples=everything.indices, labels=labels, variance=float(config["variance"]),
-        input_dim=math.prod(everything.x.shape[1:]), **predicted, per_class=per_class,
-        subset=dict(positions=subset, samples=attacked.indices, labels=attacked.y.tolist(), **sub,
-                    attack_rmse=attacks["rmse"][0], attack_ssim=attacks["ssim"][0],
-                    spearman_expected=common.spearman(sub["predicted_rmse"], attacks["rmse"][0]),
-                    spearman_draw=common.spearman(sub["draw_rmse"], attacks["rmse"][0]),
-                    spearman_paper_eps=common.spearman(sub["paper_eps_rmse"], attacks["rmse"][0])),
+        samples=list(range(config["start"], config["start"] + len(labels))), labels=labels, variance=float(config["variance"]),
+        input_dim=math.prod(everything.images.shape[1:]), **predicted, per_class=per_class,
+        subset=dict(positions=subset, samples=[config["start"] + p for p in subset], labels=attacked.labels.tolist(),
+                    **sub, attack_rmse=attacks["rmse"][0], attack_ssim=attacks["ssim"][0],
+                    **{f"spearman_{name}": common.log_correlation(sub[key], attacks["rmse"][0])["spearman"] or 0.0
+                       for name, key in (("expected", "predicted_rmse"), ("draw", "draw_rmse"),
+                                         ("paper_eps", "paper_eps_rmse"))}),
     )
 
 
@@ -116,8 +115,10 @@ def plot(result: dict, config: dict, path: pathlib.Path) -> None:
     """Three panels: histogram of the per-sample predicted RMSE (calibrated and ε = 1, log bins);
     per-class box plot of the calibrated prediction with the attacked digits' RMSE on top; attack
     against prediction on the subset (log-log, y = x)."""
-    plt = common.pyplot()
-    fig, (hist, boxes, scatter) = plt.subplots(1, 3, figsize=(15, 4.3))
+    from matplotlib.ticker import NullFormatter
+
+    fig, axes = common.subplots(1, 3, size=(15, 4.3))
+    hist, boxes, scatter = axes[0]
     series = (("predicted_rmse", "calibrated ε", "tab:blue"), ("paper_eps_rmse", "paper's ε = 1", "tab:green"))
     values = [v for key, _, _ in series for v in result[key] if v > 0]
     bins = torch.logspace(math.log10(min(values)), math.log10(max(values)), 40).tolist()
@@ -151,11 +152,10 @@ def plot(result: dict, config: dict, path: pathlib.Path) -> None:
     for ax in (hist, boxes, scatter):
         ax.grid(True, which="both", alpha=0.3)
     for axis in (scatter.xaxis, scatter.yaxis, boxes.yaxis):
-        axis.set_minor_formatter(plt.NullFormatter())
+        axis.set_minor_formatter(NullFormatter())
     fig.suptitle(f"{PAPER}: unequal risk, {config['model']} on {len(result['samples'])} test samples of {config['dataset']}, "
                  f"Gaussian noise σ² = {result['variance']:g}", fontsize=9)
-    fig.tight_layout()
-    common.save_figure(fig, path)
+    common.save(fig, path)
 
 
 def table(result: dict, config: dict) -> str:
