@@ -24,7 +24,7 @@ def test_quick_pruning_structure_and_trend(tmp_path):
     assert all(e < p for e, p in zip(med["paper_eps_rmse"], med["predicted_rmse"]))
     pruning.plot(result, config, tmp_path / "figure.png")
     assert (tmp_path / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(pruning.table(result, config).splitlines()) == K + 2
+    assert len(pruning.table(result, config).splitlines()) == K + 3
     verdict = pruning.verdict(result, config)
     assert verdict["status"] in ("holds", "partly", "does not hold") and "Spearman" in verdict["measured"]
     # every attack was kept: a second run reuses them and gives the same numbers
