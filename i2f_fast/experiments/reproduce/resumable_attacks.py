@@ -8,6 +8,7 @@ need the MSE and SSIM the paper plots and must not redo finished attacks after a
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 
@@ -33,8 +34,9 @@ def attack_each(model: nn.Module, batch: ImageBatch, targets: torch.Tensor, conf
             the paper's code), ``"iterations"``, ``"restarts"`` and ``"seed"``: attack (k, n) starts
             from a generator seeded ``seed + k·N + n``, so a result does not depend on the order or
             on resuming.
-        workdir: where ``<tag>.json`` keeps the finished attacks, keyed by these settings (a file
-            written with other settings is ignored).
+        workdir: where ``<tag>.json`` keeps the finished attacks, each under its index and a digest
+            of its shared gradient, private sample and label (a changed model, data or defense is
+            never served a stale attack), the file under these settings (other settings: ignored).
 
     Returns:
         ``{"rmse", "mse", "ssim"}``, each a K × N list: RMSE and MSE per element in the normalised
@@ -53,7 +55,7 @@ def attack_each(model: nn.Module, batch: ImageBatch, targets: torch.Tensor, conf
     bar = common.progress_bar(K * N, desc, progress)
     for k in range(K):
         for n in range(N):
-            key = f"{k},{n}"
+            key = f"{k},{n}:{_digest(targets[k, n], batch.images[n], batch.labels[n])}"
             if key not in cache["done"]:
                 x = batch.images[n : n + 1]
                 found = invert(model, targets[k, n], batch.labels[n : n + 1], tuple(x.shape), attack=config["attack"],
@@ -68,3 +70,13 @@ def attack_each(model: nn.Module, batch: ImageBatch, targets: torch.Tensor, conf
             bar.update()
     bar.close()
     return out
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    """A short SHA-256 digest of the tensors' values (dtype and bytes)."""
+    hasher = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        hasher.update(str(t.dtype).encode())
+        hasher.update(t.numpy().tobytes())
+    return hasher.hexdigest()[:16]

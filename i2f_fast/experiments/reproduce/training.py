@@ -61,7 +61,7 @@ def _splits(config: dict):
 
 def _settings(config: dict) -> dict:
     """What the checkpoints depend on (a checkpoint trained with other settings is not reused)."""
-    keys = ("dataset", "model", "init", "image_size", "train_samples", "batch_size", "lr", "seed")
+    keys = ("dataset", "root", "model", "init", "image_size", "train_samples", "batch_size", "lr", "seed")
     return {key: config[key] for key in keys}
 
 
@@ -69,38 +69,33 @@ def train_checkpoints(config: dict, workdir: pathlib.Path, train, progress: bool
     """Train ``config["model"]`` and return ``{epoch: state_dict}`` for every epoch in ``config["epochs"]``.
 
     Epoch e's checkpoint is ``workdir/checkpoints/epoch{e}.pt`` (model and optimiser state, the
-    settings); existing ones with the same settings are loaded instead of retrained, and training
-    continues from the latest. Epoch e shuffles with a generator seeded ``seed·1000 + e``, so a
-    resumed run gives the same weights as an uninterrupted one.
+    settings). The checkpoints of the listed epochs that exist in order, with the same settings,
+    are loaded instead of retrained, and training continues from the last of them. Epoch e
+    shuffles with a generator seeded ``seed·1000 + e``, so a resumed run gives the same weights as
+    an uninterrupted one.
     """
     folder = pathlib.Path(workdir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     settings = _settings(config)
     model = common.model_for(config["model"], train, init=config["init"], seed=config["seed"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    states, epoch = {}, 0
     wanted = sorted(set(int(e) for e in config["epochs"]))
-    last = max(wanted)
-    for e in range(last, -1, -1):  # resume from the latest usable checkpoint
-        path = folder / f"epoch{e}.pt"
-        if path.exists():
-            saved = torch.load(path, weights_only=False)
-            if saved["settings"] == settings:
-                model.load_state_dict(saved["model"])
-                optimizer.load_state_dict(saved["optimizer"])
-                epoch = e
-                break
-    for e in wanted:
-        path = folder / f"epoch{e}.pt"
-        if e <= epoch and path.exists():
-            saved = torch.load(path, weights_only=False)
-            if saved["settings"] == settings:
-                states[e] = saved["model"]
-    bar = common.progress_bar(last - epoch, f"{NAME}: training epochs", progress)
-    if 0 in wanted and 0 not in states:
+    states, latest = {}, None
+    for e in wanted:  # the finished prefix of the listed epochs
+        saved = _load(folder / f"epoch{e}.pt", settings)
+        if saved is None:
+            break
+        states[e], latest = saved["model"], saved
+    epoch = 0
+    if latest is not None:
+        model.load_state_dict(latest["model"])
+        optimizer.load_state_dict(latest["optimizer"])
+        epoch = max(states)
+    elif 0 in wanted:
         states[0] = _save(folder / "epoch0.pt", model, optimizer, settings)
+    bar = common.progress_bar(wanted[-1] - epoch, f"{NAME}: training epochs", progress)
     model.train()
-    while epoch < last:
+    while epoch < wanted[-1]:
         epoch += 1
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config["seed"] * 1000 + epoch))
         for start in range(0, len(train), config["batch_size"]):
@@ -113,6 +108,14 @@ def train_checkpoints(config: dict, workdir: pathlib.Path, train, progress: bool
         bar.update()
     bar.close()
     return states
+
+
+def _load(path: pathlib.Path, settings: dict) -> dict | None:
+    """The checkpoint at ``path`` if it exists and was trained with ``settings``, else None."""
+    if not path.exists():
+        return None
+    saved = torch.load(path, weights_only=True)
+    return saved if saved.get("settings") == settings else None
 
 
 def _save(path: pathlib.Path, model, optimizer, settings: dict) -> dict:

@@ -43,7 +43,8 @@ def _predict(config: dict, model, noise: torch.Tensor, workdir: pathlib.Path, pr
     """Per-sample predictions over all samples, chunk by chunk, resumable from ``workdir/predictions.json``."""
     sigma = math.sqrt(float(config["variance"]))
     keys = ("predicted_rmse", "paper_eps_rmse", "draw_rmse", "lambda_max")
-    settings = {k: config[k] for k in ("dataset", "model", "init", "image_size", "start", "samples", "variance", "seed")}
+    settings = {k: config[k] for k in ("dataset", "root", "model", "init", "image_size", "start", "samples", "chunk",
+                                       "variance", "seed")}
     path = pathlib.Path(workdir) / "predictions.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     if cache.get("settings") != settings:
