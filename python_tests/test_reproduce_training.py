@@ -31,5 +31,5 @@ def test_quick_training_structure_trend_and_resume(tmp_path):
 
 def test_training_refuses_test_samples_inside_the_training_split(tmp_path):
     config = dict(training.options(quick=True), start=10)
-    with pytest.raises(ValueError, match="start"):
+    with pytest.raises(ValueError, match="--dataset digits: start"):
         training.run(config, tmp_path, progress=False)

@@ -1,6 +1,8 @@
 """E7 (unfairness, blog Fig. 2): the --quick configuration through the module's functions."""
 import json
 
+import pytest
+
 import torch
 
 from i2f_fast.experiments.reproduce import unfairness
@@ -31,3 +33,9 @@ def test_quick_unfairness_structure_and_ranking(tmp_path):
     assert (tmp_path / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Spearman" in unfairness.table(result, config)
     assert unfairness.verdict(result, config)["status"] in ("holds", "partly", "does not hold")
+
+
+def test_a_dataset_without_the_test_split_is_a_one_line_error_naming_the_flag(tmp_path):
+    config = dict(unfairness.options(quick=True), dataset="natural")  # 1000 patches: no samples from 1597 on
+    with pytest.raises(ValueError, match="--dataset natural: start"):
+        unfairness.run(config, tmp_path, progress=False)

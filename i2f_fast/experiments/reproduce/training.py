@@ -42,20 +42,30 @@ def options(quick: bool) -> dict:
 
 
 def _splits(config: dict):
-    """(training batch, test batch): disjoint index ranges of the bundled datasets, or the
-    torchvision train / test sets."""
-    size = config["image_size"]
-    if config["dataset"] in common.BUILT_IN:
-        if config["start"] < config["train_samples"]:
-            raise ValueError(f"start ({config['start']}) must be >= train_samples ({config['train_samples']}): "
-                             "the test samples must not be trained on")
-        train = common.load_batch(config, config["train_samples"], image_size=size)
-    else:
-        try:  # common.load_batch reads the test split; the training split needs train=True
-            train = load_dataset(config["dataset"], n=config["train_samples"], root=config["root"], train=True)
-        except DatasetUnavailableError as err:
-            raise common.ReproduceInputError(f"--dataset {config['dataset']} --root {config['root']}: {err}") from err
-    test = common.load_batch(config, config["test_samples"], start=config["start"], image_size=size)
+    """(training batch, test batch): disjoint index ranges of the bundled datasets (``0 …
+    train_samples−1`` and ``start …``), or the torchvision train / test sets.
+
+    Raises:
+        ValueError naming ``--dataset`` when the dataset is too small for these ranges or they overlap.
+    """
+    name, size = config["dataset"], config["image_size"]
+    try:
+        if name in common.BUILT_IN:
+            if config["start"] < config["train_samples"]:
+                raise ValueError(f"start ({config['start']}) must be >= train_samples ({config['train_samples']}): "
+                                 "the test samples must not be trained on")
+            train = common.load_batch(config, config["train_samples"], image_size=size)
+        else:
+            try:  # common.load_batch reads the test split; the training split needs train=True
+                train = load_dataset(name, n=config["train_samples"], root=config["root"], train=True)
+            except DatasetUnavailableError as err:
+                raise common.ReproduceInputError(f"--dataset {name} --root {config['root']}: {err}") from err
+        test = common.load_batch(config, config["test_samples"], start=config["start"], image_size=size)
+    except common.ReproduceInputError:
+        raise
+    except ValueError as err:
+        raise ValueError(f"--dataset {name}: {err} ({NAME} trains on samples 0…{config['train_samples'] - 1} and tests "
+                         f"on {config['test_samples']} from {config['start']})") from err
     return train, test
 
 

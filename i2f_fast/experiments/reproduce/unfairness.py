@@ -84,7 +84,13 @@ def stratified_subset(labels: list, risk: list, per_class: int) -> list:
 def run(config: dict, workdir: pathlib.Path, progress: bool = True) -> dict:
     """Per-sample predicted RMSE (calibrated, ε = 1, one draw), per-class summaries, and the attack on
     the stratified subset with the Spearman correlations of its errors with the predictions."""
-    everything = common.load_batch(config, config["samples"], start=config["start"], image_size=config["image_size"])
+    try:
+        everything = common.load_batch(config, config["samples"], start=config["start"], image_size=config["image_size"])
+    except ValueError as err:
+        if isinstance(err, common.ReproduceInputError):
+            raise
+        raise ValueError(f"--dataset {config['dataset']}: {err} ({NAME} reads the {config['samples']} test samples "
+                         f"from {config['start']})") from err
     model = common.model_for(config["model"], everything, init=config["init"], seed=config["seed"])
     labels = everything.labels.tolist()
     draw = torch.Generator().manual_seed(config["seed"])
