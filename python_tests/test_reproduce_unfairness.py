@@ -2,7 +2,6 @@
 import json
 
 import pytest
-
 import torch
 
 from i2f_fast.experiments.reproduce import unfairness
