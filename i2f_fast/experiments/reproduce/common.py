@@ -132,17 +132,21 @@ def attack_rmse(model: nn.Module, batch: ImageBatch, x: torch.Tensor, targets: t
     return rmse
 
 
-def predicted_rmse(influence: InversionInfluence, deltas: torch.Tensor, objective: str = "l2") -> dict[str, torch.Tensor]:
+def predicted_rmse(influence: InversionInfluence, deltas: torch.Tensor, objective: str = "l2",
+                   method: str = "auto") -> dict[str, torch.Tensor]:
     """The prediction for ``deltas`` (``(K, N, P)``, per-sample ``influence``) as RMSE per element
     (``‖Δ‖/√D``, normalised space), each ``(K, N)`` float64:
 
     - ``"calibrated"``: ``influence.i2f`` at the default damping (ε = 1e-8·λ_max, the converged attacker);
     - ``"paper"``: the paper's damping ε = :data:`PAPER_EPS`;
     - ``"lower_bound"``: ``‖Jᵀδ‖/λ_max`` (the paper's I²F_lb), divided by √D like the others.
+
+    ``method`` is the calibrated prediction's solver (``"spectral"`` for few δ on small systems: exact,
+    where ``"auto"`` would take LSQR for fewer than three).
     """
     root_d = math.sqrt(influence.row_dim)
     return dict(
-        calibrated=influence.i2f(deltas, objective=objective).rmse.to(torch.float64),
+        calibrated=influence.i2f(deltas, objective=objective, method=method).rmse.to(torch.float64),
         paper=influence.i2f(deltas, PAPER_EPS, objective=objective).rmse.to(torch.float64),
         lower_bound=(influence.lower_bound(deltas).value / root_d).to(torch.float64),
     )
