@@ -123,3 +123,21 @@ def test_a_model_that_does_not_fit_the_data_names_the_flag(monkeypatch):
     with pytest.raises(ReproduceInputError, match=r"--model lenet does not fit --dataset natural \(images \(3, 32, 32\)\)"):
         model_for("lenet", batch)
     assert model_for("lenet", load_batch(dict(dataset="digits", root=None), 1))(batch.images[:1, :1, :28, :28]).shape == (1, 10)
+
+
+def test_a_failing_experiment_is_recorded_and_the_others_still_run(tmp_path, fake, monkeypatch):
+    broken = _fake_module([])
+    broken.__name__ = "i2f_fast.experiments.reproduce.unfairness"
+
+    def run(config, workdir, progress=True):
+        raise RuntimeError("out of patience")
+
+    broken.run = run
+    monkeypatch.setitem(sys.modules, broken.__name__, broken)
+    for name in reproduce.EXPERIMENTS:
+        if name not in ("training", "unfairness"):
+            monkeypatch.setitem(sys.modules, f"i2f_fast.experiments.reproduce.{name}", None)
+    assert main(["reproduce", "all", "--quick", "--quiet", "--out", str(tmp_path)]) == 1
+    index = (tmp_path / "index.md").read_text()
+    assert "failed: RuntimeError: out of patience" in index and "holds: values [3, 6]" in index
+    assert not (tmp_path / "unfairness" / "result.json").exists()

@@ -116,6 +116,9 @@ def attack_rmse(model: nn.Module, batch: ImageBatch, x: torch.Tensor, targets: t
         box: project onto the valid pixel box (default: for GS only, as the paper's code).
         bar: a :func:`progress_bar` advanced once per sample.
 
+    The attack runs PyTorch's native convolution kernels (the faster ones for one sample, and fixed, so
+    a rerun reproduces the same numbers bit for bit).
+
     Returns:
         ``(N,)`` float64 RMSE per element of the best restart in the normalised space (``metrics.rmse``).
     """
@@ -125,6 +128,7 @@ def attack_rmse(model: nn.Module, batch: ImageBatch, x: torch.Tensor, targets: t
         res = invert(
             model, targets[n], batch.labels[n : n + 1], (1, *x.shape[1:]), attack=attack, iterations=iterations,
             restarts=restarts, bounds=batch.pixel_bounds if box else None, generator=generator, progress=False,
+            onednn=False,  # fixed kernels (not chosen by timing): a rerun gives the same numbers
         )
         rmse[n] = metrics.rmse(res.x.to(x.dtype), x[n : n + 1]).item()
         if bar is not None:
