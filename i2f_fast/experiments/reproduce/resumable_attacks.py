@@ -33,7 +33,8 @@ def attack_each(model: nn.Module, batch: ImageBatch, targets: torch.Tensor, conf
         config: ``"attack"`` (``"dlg"`` / ``"gs"``, the preset; GS projects onto the pixel box, as
             the paper's code), ``"iterations"``, ``"restarts"`` and ``"seed"``: attack (k, n) starts
             from a generator seeded ``seed + k·N + n``, so a result does not depend on the order or
-            on resuming.
+            on resuming. The attack runs PyTorch's native convolution kernels (fixed, not chosen by
+            timing), so a rerun reproduces the same numbers bit for bit.
         workdir: where ``<tag>.json`` keeps the finished attacks, each under its index and a digest
             of its shared gradient, private sample and label (a changed model, data or defense is
             never served a stale attack), the file under these settings (other settings: ignored).
@@ -44,7 +45,7 @@ def attack_each(model: nn.Module, batch: ImageBatch, targets: torch.Tensor, conf
     """
     K, N = targets.shape[:2]
     settings = dict(attack=config["attack"], iterations=config["iterations"], restarts=config["restarts"],
-                    seed=config["seed"])
+                    seed=config["seed"], conv_kernels="native")
     path = pathlib.Path(workdir) / f"{tag}.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     if cache.get("settings") != settings:
@@ -60,7 +61,8 @@ def attack_each(model: nn.Module, batch: ImageBatch, targets: torch.Tensor, conf
                 x = batch.images[n : n + 1]
                 found = invert(model, targets[k, n], batch.labels[n : n + 1], tuple(x.shape), attack=config["attack"],
                                iterations=config["iterations"], restarts=config["restarts"], bounds=bounds,
-                               generator=torch.Generator().manual_seed(config["seed"] + k * N + n), progress=False)
+                               generator=torch.Generator().manual_seed(config["seed"] + k * N + n), progress=False,
+                               onednn=False)  # fixed kernels, as common.attack_rmse: a rerun gives the same numbers
                 guess = found.x.detach().to(x.dtype)
                 cache["done"][key] = dict(rmse=metrics.rmse(guess, x).item(), mse=metrics.mse(guess, x).item(),
                                           ssim=metrics.ssim(guess, x, batch.mean, batch.std, win_size=window).item())
