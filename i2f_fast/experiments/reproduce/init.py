@@ -74,8 +74,8 @@ def run(config: dict, workdir: pathlib.Path, progress: bool = True) -> dict:
 
 
 def plot(result: dict, config: dict, path: pathlib.Path) -> None:
-    """Box plots per scheme (over seeds × samples), log scale: the predicted RMSE (calibrated and
-    ε = 1) next to the attack's RMSE."""
+    """Box plots per scheme with every seed × sample as a point, log scale: the predicted RMSE
+    (calibrated and ε = 1) next to the attack's RMSE."""
     schemes = list(result["schemes"])
     series = (("predicted_rmse", "I²F, calibrated ε", "tab:blue"), ("paper_eps_rmse", "I²F, paper's ε = 1", "tab:green"),
               ("attack_rmse", "DLG attack", "tab:red"))
@@ -85,11 +85,13 @@ def plot(result: dict, config: dict, path: pathlib.Path) -> None:
     for offset, (key, label, color) in zip((-width, 0.0, width), series):
         data = [sum(result["schemes"][s][key], []) for s in schemes]
         positions = [i + offset for i in range(len(schemes))]
-        parts = ax.boxplot(data, positions=positions, widths=width * 0.9, patch_artist=True, showfliers=True)
+        parts = ax.boxplot(data, positions=positions, widths=width * 0.9, patch_artist=True, showfliers=False)
         for box in parts["boxes"]:
             box.set_facecolor(color)
-            box.set_alpha(0.5)
-        ax.plot([], [], "s", color=color, alpha=0.5, label=label)
+            box.set_alpha(0.3)
+        for position, values in zip(positions, data):  # every seed × sample as a point
+            ax.plot([position] * len(values), values, ".", color=color, alpha=0.8)
+        ax.plot([], [], "s", color=color, alpha=0.6, label=label)
     ax.set_yscale("log")
     ax.set_xticks(range(len(schemes)))
     ax.set_xticklabels(schemes)
