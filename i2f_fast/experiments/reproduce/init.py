@@ -47,6 +47,8 @@ def run(config: dict, workdir: pathlib.Path, progress: bool = True) -> dict:
     sigma = float(config["sigma"])
     batch = common.load_batch(config, config["samples"], start=config["start"], image_size=config["image_size"])
     per_scheme = {}
+    bar = common.progress_bar(len(config["schemes"]) * len(config["seeds"]), f"{NAME}: spectra and DLG per scheme and seed",
+                              progress)
     for scheme in config["schemes"]:
         rows = {key: [] for key in ("predicted_rmse", "paper_eps_rmse", "expected_sq", "lambda_max",
                                     "attack_rmse", "attack_mse")}
@@ -59,16 +61,18 @@ def run(config: dict, workdir: pathlib.Path, progress: bool = True) -> dict:
             # the same draw for every scheme at this seed: the schemes are compared on paired noise
             draw = torch.Generator().manual_seed(config["seed"] + seed)
             noise = sigma * torch.randn(clean.shape, generator=draw, dtype=clean.dtype)
-            attacks = attack_each(model, batch, (clean + noise).unsqueeze(0), config, workdir, progress=progress,
-                                  desc=f"{NAME}: DLG, {scheme} seed {seed}", tag=f"attacks-{scheme}-{seed}")
+            attacks = attack_each(model, batch, (clean + noise).unsqueeze(0), config, workdir, progress=False,
+                                  tag=f"attacks-{scheme}-{seed}")
             rows["predicted_rmse"].append(calibrated.rmse.tolist())
             rows["paper_eps_rmse"].append(paper_eps.rmse.tolist())
             rows["expected_sq"].append(calibrated.value.tolist())
             rows["lambda_max"].append(influence.spectrum().eigenvalues[:, -1].tolist())
             rows["attack_rmse"].append(attacks["rmse"][0])
             rows["attack_mse"].append(attacks["mse"][0])
+            bar.update()
         rows["median"] = {key: common.median(sum(values, [])) for key, values in rows.items()}
         per_scheme[scheme] = rows
+    bar.close()
     return dict(samples=list(range(config["start"], config["start"] + len(batch))), sigma=sigma,
                 input_dim=math.prod(batch.images.shape[1:]), schemes=per_scheme)
 
