@@ -31,8 +31,9 @@ PAPER_SEEDS = (1, 123, 12345, 234, 345)
 
 def options(quick: bool) -> dict:
     """The paper's setting: LeNet, 5 samples × the paper's 5 seeds per scheme, DLG. ``sigma`` is the
-    noise std: the paper's code passes var = 1e-3 as the std. --quick: 16×16 digits, 2 samples ×
-    2 seeds, 200 attack iterations."""
+    noise std: the paper's code passes var = 1e-3 as the std. ``seeds`` seed the models, ``seed``
+    the noise draws and the attacks' starts. --quick: 16×16 digits, 2 samples × 2 seeds, 200 attack
+    iterations."""
     return dict(
         dataset="digits", root=None, iterations=200 if quick else 1000, seed=0,
         model="lenet", image_size=16 if quick else 28, start=0, samples=2 if quick else 5,
