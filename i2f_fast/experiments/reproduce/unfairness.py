@@ -180,17 +180,24 @@ def table(result: dict, config: dict) -> str:
 
 
 def verdict(result: dict, config: dict) -> dict:
-    """Holds when the per-sample prediction spreads widely (90th / 10th percentile ≥ 2) and the
-    attack ranks like it on the subset (Spearman > 0.5); partly when only one of the two holds."""
+    """Holds when the risk is unequal (class medians of the predicted RMSE span at least 2×, and the
+    average over the digits, ``√(mean predicted MSE)``, overstates the protection of some digits by
+    more than 2×) and the attack ranks the subset like the prediction (Spearman > 0.5); partly when
+    only one of the two holds."""
     values = torch.tensor(result["predicted_rmse"], dtype=torch.float64)
+    average = values.square().mean().sqrt().item()
+    overstated = (values < average / 2).double().mean().item()
     p10, p90 = torch.quantile(values, 0.1).item(), torch.quantile(values, 0.9).item()
     medians = {c: s["median"] for c, s in result["per_class"].items()}
     low, high = min(medians, key=medians.get), max(medians, key=medians.get)
     sub = result["subset"]
-    spread, ranks = p90 / p10 >= 2, sub["spearman_expected"] > 0.5
-    measured = (f"predicted RMSE over {len(values)} digits: 10th–90th percentile {p10:.3g}–{p90:.3g} ({p90 / p10:.1f}×), "
-                f"min {values.min().item():.3g}, max {values.max().item():.3g}; class medians from {medians[low]:.3g} "
-                f"(class {low}) to {medians[high]:.3g} (class {high}); Spearman(attack, expected) on "
-                f"{len(sub['samples'])} attacked digits {sub['spearman_expected']:+.2f} (this draw {sub['spearman_draw']:+.2f})")
-    status = "holds" if spread and ranks else "partly" if spread or ranks else "does not hold"
+    unequal = medians[high] >= 2 * medians[low] and overstated > 0
+    ranks = sub["spearman_expected"] > 0.5
+    measured = (f"predicted RMSE over {len(values)} digits from {values.min().item():.3g} to {values.max().item():.3g} "
+                f"(10th–90th percentile {p10:.3g}–{p90:.3g}); class medians from {medians[low]:.3g} (class {low}) to "
+                f"{medians[high]:.3g} (class {high}), {medians[high] / medians[low]:.1f}×; the average over the digits "
+                f"(√mean MSE = {average:.3g}) overstates the protection of {overstated:.0%} of them by more than 2×; "
+                f"Spearman(attack, prediction) on {len(sub['samples'])} attacked digits {sub['spearman_expected']:+.2f} "
+                f"(this draw {sub['spearman_draw']:+.2f}, paper's ε = 1 {sub['spearman_paper_eps']:+.2f})")
+    status = "holds" if unequal and ranks else "partly" if unequal or ranks else "does not hold"
     return {"status": status, "measured": measured}
