@@ -28,8 +28,8 @@ import torch  # noqa: E402
 import common  # noqa: E402
 
 BENCHES = ("bench_cg_step", "bench_engine_kernels", "bench_products", "bench_engine", "bench_i2f", "bench_eigen",
-           "bench_batched", "bench_prediction", "bench_attack", "bench_fused_attack")
-TAKES_THREADS = {"bench_cg_step", "bench_engine_kernels", "bench_i2f", "bench_eigen", "bench_batched", "bench_prediction",
+           "bench_batched", "bench_prediction", "bench_attack", "bench_fused_attack", "bench_audit")
+TAKES_THREADS = {"bench_cg_step", "bench_engine_kernels", "bench_i2f", "bench_eigen", "bench_batched", "bench_prediction", "bench_audit",
                  "bench_attack", "bench_fused_attack"}
 # bench_products and bench_engine run 1 and 2 threads themselves
 

@@ -22,6 +22,7 @@ import torch
 from . import __version__
 from .attack import ATTACKS, INITS, OPTIMIZERS
 from .data import DATASETS, load_dataset
+from .experiments.audit_job import add_audit_args
 from .experiments.output import damping_label
 from .defenses import DEFENSES
 from .influence import DEFAULT_EPS_REL, InversionInfluence
@@ -110,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--box", action="store_true", help="project the global attack onto the valid pixel box")
     validate.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    _add_calibrate_parser(sub)
+    audit = sub.add_parser("audit", help="predicted reconstruction risk of every sample of a dataset under a defense")
+    _add_data_args(audit, samples=None, threads=1)
+    _add_damping_args(audit)
+    add_audit_args(audit)
+
     sub.add_parser("env", help="print versions, threads and the available kernel backends")
     _add_reproduce_parser(sub)
     return parser
@@ -134,6 +141,39 @@ def _add_reproduce_parser(sub) -> None:
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_calibrate_parser(sub) -> None:
+    """``i2f-fast calibrate``: the smallest Gaussian / DP noise meeting a target on a quantile of predicted RMSE."""
+    from .audit.accounting import ACCOUNTANTS
+    from .audit.calibrate import CALIBRATED_DEFENSES
+
+    p = sub.add_parser("calibrate", help="the smallest noise (Gaussian variance or DP noise multiplier) whose quantile "
+                                         "of predicted attack RMSE reaches a target, checked by the attack")
+    _add_data_args(p, samples=64, image_size=VALIDATE_IMAGE_SIZE, threads=1)
+    p.set_defaults(dtype="float32")
+    p.add_argument("--target-rmse", type=_positive_float, required=True,
+                   help="predicted attack RMSE per element (normalised space) to reach")
+    p.add_argument("--quantile", type=float, default=0.05,
+                   help="quantile of the per-sample RMSE that must reach it (default 0.05: all but the 5%% most exposed)")
+    p.add_argument("--defense", choices=CALIBRATED_DEFENSES, default="gaussian", help="noise to calibrate (default gaussian)")
+    p.add_argument("--clip", type=_positive_float, default=None, help="dp: per-sample clipping norm C")
+    p.add_argument("--batch", type=int, default=1, help="dp: batch size B (recorded; the per-sample risk does not use it)")
+    p.add_argument("--sample-rate", type=_positive_float, default=None, help="dp: Poisson sample rate q of the training run")
+    p.add_argument("--steps", type=int, default=None, help="dp: DP-SGD steps T of the training run")
+    p.add_argument("--delta", type=_positive_float, default=None, help="dp: δ of (ε, δ)-DP")
+    p.add_argument("--accountant", choices=ACCOUNTANTS, default="rdp", help="dp: Opacus accountant (default rdp)")
+    p.add_argument("--objective", choices=tuple(OBJECTIVE_ATTACKS), default="l2", help="attack objective (default l2)")
+    p.add_argument("--eps-rel", type=_positive_float, default=None,
+                   help=f"damping relative to λ_max (default {DEFAULT_EPS_REL:g}, the calibrated one)")
+    p.add_argument("--max-noise", type=_positive_float, default=None,
+                   help="upper end of the search: variance (gaussian, default 1) or noise multiplier (dp, default 100)")
+    p.add_argument("--check-samples", type=int, default=3, help="most exposed samples the attack checks (default 3; 0: none)")
+    p.add_argument("--restarts", type=int, default=2, help="random starts of the check's attack (default 2)")
+    p.add_argument("--iterations", type=int, default=400, help="iterations of the check's attack (default 400)")
+    p.add_argument("--local-iterations", type=int, default=2000,
+                   help="cap on the L-BFGS iterations of the check's attack from x (default 2000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_damping_args(p: argparse.ArgumentParser) -> None:
     """``--eps`` (absolute) and ``--eps-rel`` (× λ_max), exclusive; neither: the calibrated default."""
     group = p.add_mutually_exclusive_group()
@@ -154,7 +194,7 @@ def _add_data_args(
                    help=f"side of digits/natural images (default {image_size or '28/32'})")
     p.add_argument("--model", choices=sorted(MODELS), default="lenet")
     p.add_argument("--init", choices=INIT_SCHEMES, default=None, help="weight initialisation (default: the model's)")
-    p.add_argument("--samples", type=int, default=samples, help=f"number of samples (default {samples})")
+    p.add_argument("--samples", type=int, default=samples, help=f"number of samples (default {samples or 'all'})")
     p.add_argument("--start", type=int, default=0, help="index of the first sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=threads,
@@ -397,7 +437,7 @@ def _check_out(command: str, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / ".i2f-fast-write-check") as probe:
             probe.write_text("")
-        (out / ".i2f-fast-write-check").unlink()
+        (out / ".i2f-fast-write-check").unlink(missing_ok=True)  # torchrun: every rank checks the same --out
     except OSError as err:
         raise SystemExit(f"i2f-fast {command}: --out {out} cannot be written: {err}") from err
 
@@ -421,7 +461,7 @@ def _env_command(args) -> int:
 
 def _check_attack_args(args) -> None:
     flags = [("--iterations", args.iterations), ("--restarts", args.restarts)]
-    if args.command == "validate":
+    if args.command in ("validate", "calibrate"):
         flags.append(("--local-iterations", args.local_iterations))
     for flag, value in flags:
         if value < 1:
@@ -499,8 +539,31 @@ def _reproduce_command(args) -> int:
     return 1 if any(e.get("failed") for e in entries) else 0
 
 
+def _calibrate_command(args) -> int:
+    from .experiments.calibrate_job import print_calibrate, run_calibrate, save_plot
+    from .experiments.output import write_json
+
+    _check_attack_args(args)
+    result = run_calibrate(args, progress=not args.quiet)
+    write_json(args.out / "calibrate.json", result)
+    save_plot(result, args.out / "calibrate.png")
+    print_calibrate(result)
+    print(f"wrote {args.out / 'calibrate.json'} and {args.out / 'calibrate.png'}")
+    return 0
+
+
+def _audit_command(args) -> int:
+    from .experiments.audit_job import print_audit, run_audit
+
+    result = run_audit(args)
+    if result is not None:  # rank 0 (or the only process)
+        print_audit(result, args.out)
+    return 0
+
+
 _COMMANDS = {"demo": _demo_command, "env": _env_command, "attack": _attack_command, "compare": _compare_command,
-             "validate": _validate_command, "reproduce": _reproduce_command}
+             "validate": _validate_command, "audit": _audit_command, "calibrate": _calibrate_command,
+             "reproduce": _reproduce_command}
 
 
 if __name__ == "__main__":

@@ -141,3 +141,36 @@ def test_a_failing_experiment_is_recorded_and_the_others_still_run(tmp_path, fak
     index = (tmp_path / "index.md").read_text()
     assert "failed: RuntimeError: out of patience" in index and "holds: values [3, 6]" in index
     assert not (tmp_path / "unfairness" / "result.json").exists()
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["training", "--iterations", "0"], "--iterations"),
+    (["training", "--seed", "-1"], "--seed"),
+    (["training", "--model", "vgg"], "--model"),
+    (["training", "--dataset", "imagenet"], "--dataset"),
+    (["all", "--dataset", "cifar10"], "--dataset cifar10"),  # no --root: fails before any experiment runs
+    (["fig5"], "unknown experiment 'fig5'"),
+])
+def test_bad_reproduce_flags_end_with_one_line_naming_the_flag(argv, flag, tmp_path, fake, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["reproduce", *argv, "--quick", "--quiet", "--out", str(tmp_path)])
+    code = info.value.code
+    message = capsys.readouterr().err.strip().splitlines()[-1] if isinstance(code, int) else str(code)
+    assert "\n" not in message and flag in message, message
+    assert not fake, "nothing may run after a bad flag"
+
+
+def test_reproduce_checks_out_before_any_computation(tmp_path, fake):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit, match="--out"):
+        main(["reproduce", "training", "--quick", "--out", str(blocker)])
+    assert not fake
+
+
+def test_a_module_without_the_whole_contract_is_refused(monkeypatch):
+    module = _fake_module([])
+    del module.verdict
+    monkeypatch.setitem(sys.modules, FAKE, module)
+    with pytest.raises(TypeError, match="lacks verdict"):
+        reproduce.load("training")

@@ -62,14 +62,3 @@ def load(name: str) -> ModuleType:
         raise TypeError(f"experiment module {module_name} lacks {', '.join(missing)} (see {__name__} for the contract)")
     return module
 
-
-def available() -> list[str]:
-    """The experiments of :data:`EXPERIMENTS` whose modules this build has, in order."""
-    found = []
-    for name in EXPERIMENTS:
-        try:
-            load(name)
-        except ExperimentUnavailable:
-            continue
-        found.append(name)
-    return found

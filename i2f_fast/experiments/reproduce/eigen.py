@@ -24,10 +24,10 @@ CLAIM = ("perturbing the gradient along an eigen-direction of JᵀJ with a small
 
 def options(quick: bool) -> dict:
     """Defaults: LeNet on 3 digits at 28×28, top-100 eigenpairs, c = 5 (the paper's) and 0.5, 1500 DLG
-    iterations (a few minutes on one core); quick: 2 digits at 16×16, top-20, c = 0.5, 400 iterations."""
+    iterations (a few minutes on one core); quick: 2 digits at 12×12, top-20, c = 0.5, 300 iterations."""
     return dict(
-        dataset="digits", root=None, iterations=400 if quick else 1500, seed=0, model="lenet",
-        samples=2 if quick else 3, image_size=16 if quick else 28, top_k=20 if quick else 100, directions=4,
+        dataset="digits", root=None, iterations=300 if quick else 1500, seed=0, model="lenet",
+        samples=2 if quick else 3, image_size=12 if quick else 28, top_k=20 if quick else 100, directions=4,
         scales=[0.5] if quick else [5.0, 0.5], attack="dlg",
     )
 

@@ -19,7 +19,7 @@ from ...validate import validate
 from . import common
 
 NAME = "epsilon"
-PAPER = "Sec. 4 (effect of ε)"
+PAPER = "Sec. 4, effect of ε"
 CLAIM = ("the damped I²F with the paper's ε = 1 approximates the attack's error or lower-bounds it; "
          "ε trades stability for accuracy")
 

@@ -176,7 +176,7 @@ def run_all(out: Path, *, quick: bool = False, overrides: dict | None = None, re
         try:
             record, table = run_experiment(name, out, quick=quick, overrides=overrides, resume=resume, progress=progress)
         except ExperimentUnavailable as err:
-            entries.append(dict(name=name, error=f"not available in this build ({err})", failed=False))
+            entries.append(dict(name=name, error=str(err), failed=False))
         except ReproduceInputError:
             raise
         except Exception as err:  # noqa: BLE001 — one failure must not lose the other experiments
