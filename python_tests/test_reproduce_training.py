@@ -17,8 +17,10 @@ def test_quick_training_structure_trend_and_resume(tmp_path):
     for key in ("predicted_rmse", "paper_eps_rmse", "lambda_max", "attack_rmse"):
         assert len(result[key]) == E and all(len(row) == N for row in result[key]), key
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(f"epoch{e}.pt" for e in config["epochs"])
-    # the model learns, and the attack's error moves with the prediction across checkpoints
+    # main effect: the model learns and, as it does, both the predicted and the attack's error grow
     assert result["test_accuracy"][-1] > result["test_accuracy"][0] + 0.2
+    med = result["median"]
+    assert med["predicted_rmse"][-1] > med["predicted_rmse"][0] and med["attack_rmse"][-1] > med["attack_rmse"][0]
     assert training.verdict(result, config)["status"] in ("holds", "partly", "does not hold")
     training.plot(result, config, tmp_path / "figure.png")
     assert (tmp_path / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
