@@ -23,7 +23,7 @@ from . import common
 from .resumable_attacks import attack_each
 
 NAME = "training"
-PAPER = "— (the paper's bound_training.py; no figure)"
+PAPER = "no figure: the paper's bound_training.py"
 CLAIM = ("I²F follows the attack's error as the model trains: across training checkpoints the predicted "
          "and the measured reconstruction error rank the same way.")
 
