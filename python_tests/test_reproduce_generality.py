@@ -18,3 +18,13 @@ def test_generality_quick_attack_is_above_the_bound_and_tracks_the_prediction(tm
     assert summary["spearman_predicted"] > 0, "models with larger predicted error must be attacked less accurately"
     assert record["verdict"]["status"] in ("holds", "partly") and "lower bound" in record["verdict"]["measured"]
     assert "I²F_lb" in table
+
+
+def test_generality_verdict_and_table_with_too_few_points_for_a_correlation():
+    point = dict(dataset="digits", model="resnet18", attack="gs", variance=1e-4, sample=0, label=0,
+                 attack_rmse=0.3, predicted_rmse=0.2, paper_rmse=0.1, lower_bound_rmse=0.01)
+    result = dict(points=[point, dict(point, attack="dlg", attack_rmse=0.25)])
+    config = generality.options(True)
+    verdict = generality.verdict(result, config)
+    assert "Spearman n/a" in verdict["measured"] and "2/2" in verdict["measured"]
+    assert "resnet18" in generality.table(result, config)

@@ -174,3 +174,17 @@ def test_a_module_without_the_whole_contract_is_refused(monkeypatch):
     monkeypatch.setitem(sys.modules, FAKE, module)
     with pytest.raises(TypeError, match="lacks verdict"):
         reproduce.load("training")
+
+
+def test_all_records_an_experiment_that_cannot_take_model_and_runs_the_others(tmp_path, fake, monkeypatch):
+    modelless = _fake_module([])
+    modelless.__name__ = "i2f_fast.experiments.reproduce.unfairness"
+    modelless.options = lambda quick: dict(dataset="digits", root=None, iterations=3, seed=0, sizes=[1, 2])
+    monkeypatch.setitem(sys.modules, modelless.__name__, modelless)
+    for name in reproduce.EXPERIMENTS:
+        if name not in ("training", "unfairness"):
+            monkeypatch.setitem(sys.modules, f"i2f_fast.experiments.reproduce.{name}", None)
+    entries = runner.run_all(tmp_path, quick=True, overrides=dict(model="linear"), progress=False, echo=lambda _: None)
+    by_name = {e["name"]: e for e in entries}
+    assert by_name["training"]["record"]["config"]["model"] == "linear"
+    assert "--model: experiment unfairness has no model to choose" in by_name["unfairness"]["error"]

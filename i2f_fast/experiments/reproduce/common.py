@@ -171,6 +171,11 @@ def median(values) -> float | None:
     return finite[mid] if len(finite) % 2 else 0.5 * (finite[mid - 1] + finite[mid])
 
 
+def fmt(value, spec: str = ".3g") -> str:
+    """``format(value, spec)``, or ``"n/a"`` for None (e.g. a correlation over fewer than three points)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def subplots(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.4, 4.8)):
     """``(fig, axes)`` from matplotlib's Agg backend; ``axes`` always a 2-D array."""
     import matplotlib

@@ -123,7 +123,8 @@ def table(result: dict, config: dict) -> str:
                              result["inverse_sqrt_rmse"][s][n][j], result["predicted_rmse"][s][n][j],
                              result["paper_rmse"][s][n][j], result["lower_bound_rmse"][s][n][j]))
     header = ("c", "sample", "label", "i", "λ_i", "attack", "c/√λ", "I²F", "I²F ε=1", "I²F_lb")
-    notes = "; ".join(f"c = {x['scale']:g}: Spearman(λ, attack) {x['spearman']:.2f}, attack/(c/√λ) median {x['median_ratio']:.2f}"
+    notes = "; ".join(f"c = {x['scale']:g}: Spearman(λ, attack) {common.fmt(x['spearman'], '.2f')}, attack/(c/√λ) "
+                      f"median {common.fmt(x['median_ratio'], '.2f')}"
                       for x in (_summary(result, s) for s in range(len(result["scales"]))))
     return (common.format_table(header, rows)
             + f"\n(RMSE per element, normalised space; δ = c·u_i, ‖g‖ ≈ {common.median(result['gradient_norm']):.3g}; "
@@ -137,6 +138,7 @@ def verdict(result: dict, config: dict) -> dict:
     status = "holds" if falls and len(close) == len(summaries) else "partly" if falls or close else "does not hold"
     measured = "; ".join(
         f"c = {x['scale']:g}: attack RMSE falls with λ in {x['falls']}/{x['samples']} samples (Spearman "
-        f"{x['spearman']:.2f}), attack/(c/√λ) median {x['median_ratio']:.2f} (range {x['min_ratio']:.2f}–{x['max_ratio']:.2f})"
+        f"{common.fmt(x['spearman'], '.2f')}), attack/(c/√λ) median {common.fmt(x['median_ratio'], '.2f')} "
+        f"(range {x['min_ratio']:.2f}–{x['max_ratio']:.2f})"
         for x in summaries)
     return dict(status=status, measured=measured)

@@ -31,20 +31,21 @@ def options(quick: bool) -> dict:
     2 samples, 1000 attack iterations; quick: digits at 12×12, LeNet and Linear, σ² = 1e-4, 300 iterations.
 
     ResNet18 (11M parameters) is not in the default run: on one core its attack takes ~0.5 s per
-    iteration even at 8×8 and its prediction minutes per sample; ``--model resnet18`` runs it alone
-    (on one sample, ``model_samples``)."""
+    iteration even at 8×8 and its exact prediction ~2–4 min per sample; ``--model resnet18`` runs it
+    alone, on one sample (``model_samples``) of built-in images at 8×8 (``model_image_size``)."""
     return dict(
         dataset=["digits"] if quick else ["digits", "natural"], root=None, iterations=300 if quick else 1000, seed=0,
         models=["lenet", "linear"] if quick else ["lenet", "linear", "mlp"], attacks=["dlg", "gs"],
         variances=[1e-4] if quick else [1e-6, 1e-4], samples=2, model_samples={"resnet18": 1},
-        image_size=12 if quick else 16,
+        image_size=12 if quick else 16, model_image_size={"resnet18": 8},
     )
 
 
 def _panel(config: dict, dataset: str, model_name: str, gen: torch.Generator, bar) -> list[dict]:
     """Every point of one (dataset, model): all attacks, variances and samples."""
     n = config.get("model_samples", {}).get(model_name, config["samples"])
-    batch = common.load_batch(config, n, dataset=dataset, image_size=config["image_size"])
+    size = config.get("model_image_size", {}).get(model_name, config["image_size"])
+    batch = common.load_batch(config, n, dataset=dataset, image_size=size)
     model = common.model_for(model_name, batch, seed=config["seed"])
     x, y = batch.images, batch.labels
     P = common.num_params(model)
@@ -139,9 +140,9 @@ def verdict(result: dict, config: dict) -> dict:
     tracks = s["spearman_bound"] is not None and s["spearman_bound"] > 0.5
     status = "holds" if below and tracks else "partly" if below or tracks else "does not hold"
     models = sorted({p["model"] for p in result["points"]})
-    measured = (f"models {', '.join(models)}: attack RMSE ≥ the lower bound in {s['above_bound']}/{s['n']} points (median attack/bound "
-                f"{s['ratio_bound']:.3g}×, Spearman {s['spearman_bound']:.2f}); ≥ I²F at ε = 1 in "
-                f"{s['above_paper']}/{s['n']}; the calibrated prediction is within 2× of the attack in "
-                f"{s['within_2x']}/{s['n']} (median attack/prediction {s['ratio_predicted']:.3g}, Spearman "
-                f"{s['spearman_predicted']:.2f})")
+    measured = (f"models {', '.join(models)}: attack RMSE ≥ the lower bound in {s['above_bound']}/{s['n']} points "
+                f"(median attack/bound {common.fmt(s['ratio_bound'])}×, Spearman {common.fmt(s['spearman_bound'], '.2f')}); "
+                f"≥ I²F at ε = 1 in {s['above_paper']}/{s['n']}; the calibrated prediction is within 2× of the attack in "
+                f"{s['within_2x']}/{s['n']} (median attack/prediction {common.fmt(s['ratio_predicted'])}, Spearman "
+                f"{common.fmt(s['spearman_predicted'], '.2f')})")
     return dict(status=status, measured=measured)

@@ -33,6 +33,21 @@ def versions() -> dict:
     return dict(i2f_fast=__version__, torch=torch.__version__, numpy=numpy.__version__, python=platform.python_version())
 
 
+def check_overrides(overrides: dict | None) -> dict:
+    """``overrides`` checked (keys of :data:`OVERRIDES`; ``iterations`` >= 1 and ``seed`` >= 0 integers;
+    a ``dataset`` on disk): ReproduceInputError naming the flag, before anything runs."""
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():
+        if key not in OVERRIDES:
+            raise ValueError(f"overrides: unknown key {key!r}, expected one of {OVERRIDES}")
+        low = {"iterations": 1, "seed": 0}.get(key)
+        if low is not None and value is not None and (not isinstance(value, int) or value < low):
+            raise ReproduceInputError(f"--{key} must be an integer >= {low}, got {value!r}")
+    if overrides.get("dataset") is not None:
+        check_datasets(dict(dataset=overrides["dataset"], root=overrides.get("root")))
+    return overrides
+
+
 def configure(name: str, quick: bool = False, overrides: dict | None = None) -> dict:
     """The configuration experiment ``name`` runs with: its ``options(quick)`` with the non-None
     ``overrides`` (keys of :data:`OVERRIDES`) applied, as JSON would store it.
@@ -44,9 +59,7 @@ def configure(name: str, quick: bool = False, overrides: dict | None = None) -> 
     """
     module = load(name)
     config = dict(module.options(quick))
-    for key, value in (overrides or {}).items():
-        if key not in OVERRIDES:
-            raise ValueError(f"overrides: unknown key {key!r}, expected one of {OVERRIDES}")
+    for key, value in check_overrides(dict(overrides or {}, dataset=None)).items():
         if value is None:
             continue
         if key == "model":
@@ -56,10 +69,10 @@ def configure(name: str, quick: bool = False, overrides: dict | None = None) -> 
                 config["models"] = [value]
             else:
                 raise ReproduceInputError(f"--model: experiment {name} has no model to choose")
-        elif key in ("iterations", "seed") and (not isinstance(value, int) or value < (1 if key == "iterations" else 0)):
-            raise ReproduceInputError(f"--{key} must be an integer >= {1 if key == 'iterations' else 0}, got {value!r}")
         else:
             config[key] = value
+    if (overrides or {}).get("dataset") is not None:
+        config["dataset"] = overrides["dataset"]
     config["quick"] = bool(quick)
     return json.loads(json.dumps(config))
 
@@ -165,20 +178,17 @@ def run_all(out: Path, *, quick: bool = False, overrides: dict | None = None, re
             progress: bool = True, echo=print) -> list[dict]:
     """Run every experiment of this build in order into ``out``; ``echo`` gets each table and verdict.
 
-    An experiment that is not available or that fails is recorded in the index and the others still
-    run; a bad command-line choice (:class:`ReproduceInputError`) stops everything at once.
+    The overrides are checked first (a bad value or a dataset not on disk stops everything at once);
+    an experiment that is not available, cannot take an override (e.g. ``--model`` where it has no
+    model) or fails is recorded in the index and the others still run.
     Returns the index entries (``{"name", "record"}`` or ``{"name", "error", "failed"}``)."""
-    overrides = overrides or {}
-    if overrides.get("dataset") is not None:  # a dataset not on disk fails before anything runs
-        check_datasets(dict(dataset=overrides["dataset"], root=overrides.get("root")))
+    overrides = check_overrides(overrides)
     entries = []
     for name in EXPERIMENTS:
         try:
             record, table = run_experiment(name, out, quick=quick, overrides=overrides, resume=resume, progress=progress)
         except ExperimentUnavailable as err:
             entries.append(dict(name=name, error=str(err), failed=False))
-        except ReproduceInputError:
-            raise
         except Exception as err:  # noqa: BLE001 — one failure must not lose the other experiments
             message = " ".join(str(err).split()) or type(err).__name__
             entries.append(dict(name=name, error=f"failed: {type(err).__name__}: {message}", failed=True))
