@@ -429,7 +429,7 @@ def _check_common_args(args) -> None:
 
 def _check_out(command: str, out: Path) -> None:
     """Create ``out`` and check that a file can be written in it; SystemExit naming ``--out`` if not."""
-    from .experiments.output import atomic_path
+    from .files import atomic_path
 
     try:
         if out.exists() and not out.is_dir():
@@ -443,7 +443,7 @@ def _check_out(command: str, out: Path) -> None:
 
 
 def _demo_command(args) -> int:
-    from .experiments.output import atomic_path, write_json
+    from .files import atomic_path, write_json
 
     result = run_demo(args)
     write_json(args.out / "results.json", result)
@@ -470,7 +470,8 @@ def _check_attack_args(args) -> None:
 
 def _attack_command(args) -> int:
     from .experiments.attack_job import print_attack, run_attack
-    from .experiments.output import save_grid, write_json
+    from .experiments.output import save_grid
+    from .files import write_json
 
     _check_attack_args(args)
     result, problem, restarts = run_attack(args)
@@ -483,7 +484,8 @@ def _attack_command(args) -> int:
 
 def _compare_command(args) -> int:
     from .experiments.compare_job import print_compare, run_compare
-    from .experiments.output import save_scatter, write_json
+    from .experiments.output import save_scatter
+    from .files import write_json
 
     _check_attack_args(args)
     result = run_compare(args, progress=not args.quiet)
@@ -500,7 +502,8 @@ def _compare_command(args) -> int:
 
 
 def _validate_command(args) -> int:
-    from .experiments.output import save_scatter, write_json
+    from .experiments.output import save_scatter
+    from .files import write_json
     from .experiments.validate_job import print_validate, run_validate
 
     _check_attack_args(args)
@@ -541,7 +544,7 @@ def _reproduce_command(args) -> int:
 
 def _calibrate_command(args) -> int:
     from .experiments.calibrate_job import print_calibrate, run_calibrate, save_plot
-    from .experiments.output import write_json
+    from .files import write_json
 
     _check_attack_args(args)
     result = run_calibrate(args, progress=not args.quiet)

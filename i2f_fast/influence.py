@@ -157,7 +157,7 @@ class ExpectedI2F:
     eps: torch.Tensor
 
 
-def _damping_arguments(eps, eps_rel) -> tuple[float | None, float | None]:
+def damping_arguments(eps, eps_rel) -> tuple[float | None, float | None]:
     """``(eps, eps_rel)`` checked: exclusive; neither given → the calibrated ``DEFAULT_EPS_REL``."""
     if eps is not None and eps_rel is not None:
         raise ValueError("eps and eps_rel are exclusive: give the damping either absolutely or relative to λ_max")
@@ -386,7 +386,7 @@ class InversionInfluence:
             (with the estimate); FloatingPointError if the result is not finite. Emits a
             RuntimeWarning when some systems did not converge.
         """
-        eps, eps_rel = _damping_arguments(eps, eps_rel)
+        eps, eps_rel = damping_arguments(eps, eps_rel)
         if tol is not None:
             frontdoor.number(tol, "tol", positive=True)
         if max_iter is not None:
@@ -567,7 +567,7 @@ class InversionInfluence:
             when ``P < D``).
         """
         sigma = frontdoor.number(sigma, "sigma", minimum=0)
-        eps, eps_rel = _damping_arguments(eps, eps_rel)
+        eps, eps_rel = damping_arguments(eps, eps_rel)
         if method not in ("auto", "spectral", "hutchinson"):
             raise ValueError(f"method must be 'auto', 'spectral' or 'hutchinson', got {method!r}")
         if method == "auto":

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from i2f_fast import cli
-from i2f_fast.experiments.output import atomic_path, write_json
+from i2f_fast.files import atomic_path, write_json
 
 FAST = ["--image-size", "12", "--iterations", "1", "--quiet"]
 

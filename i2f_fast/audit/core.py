@@ -38,7 +38,7 @@ import torch.nn as nn
 
 from .. import frontdoor
 from ..data import ImageBatch
-from ..influence import SPECTRAL_MAX_DIM, InversionInfluence, _damping_arguments
+from ..influence import SPECTRAL_MAX_DIM, InversionInfluence, damping_arguments
 from ..linearised_attack import OBJECTIVES
 from ..solvers import available_memory, dense_spectrum_bytes
 from .risk import parse_defense, predicted_risk
@@ -226,7 +226,7 @@ def audit(
     resume = frontdoor.boolean(resume, "resume")
     progress = frontdoor.boolean(progress, "progress")
     seed = frontdoor.integer(seed, "seed")
-    eps, eps_rel = _damping_arguments(eps, eps_rel)
+    eps, eps_rel = damping_arguments(eps, eps_rel)
     if per_sample and batch_size is not None:
         raise ValueError("batch_size is for per_sample=False (one row per batch); per_sample=True audits each sample alone")
     if not per_sample:

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from .. import frontdoor
 from ..data import ImageBatch
-from ..experiments.output import _pyplot, atomic_path, save_figure, write_json
+from ..files import atomic_path, pyplot, save_figure, write_json
 from ..influence import SPECTRAL_MAX_DIM
 from ..validate import LIMIT_EPS_REL, OBJECTIVE_ATTACKS, validate
 from .core import AuditResult
@@ -136,7 +136,7 @@ def check_with_attack(
 
 # ------------------------------------------------------------------------------------ figures
 def _histogram(table: pa.Table, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     rmse = torch.tensor(table.column("rmse").to_pylist(), dtype=torch.float64)
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     positive = rmse[rmse > 0]
@@ -154,7 +154,7 @@ def _histogram(table: pa.Table, path: Path) -> None:
 
 
 def _box_by_class(table: pa.Table, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     rmse, labels = table.column("rmse").to_pylist(), table.column("label").to_pylist()
     classes = sorted(set(labels))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(classes) + 2), 4.0))
@@ -169,7 +169,7 @@ def _box_by_class(table: pa.Table, path: Path) -> None:
 
 
 def _most_exposed_grid(table: pa.Table, samples: ImageBatch, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     order = _exposure_order(table)[:MOST_EXPOSED]
     index, rmse, labels = (table.column(c).to_pylist() for c in ("index", "rmse", "label"))
     cols = 4

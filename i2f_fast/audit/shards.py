@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ..experiments.output import atomic_path, write_json
+from ..files import atomic_path, write_json
 
 CONFIG_FILE = "audit-config.json"
 SHARD_FOLDER = "shards"

@@ -8,7 +8,8 @@ import torch
 
 from .. import metrics
 from ..attack import invert
-from .problem import Problem, clean_gradient, defend, load_problem
+from .. import frontdoor
+from .problem import Problem, defend, load_problem
 
 METRIC_COLUMNS = ("restart", "matching_loss", "mse", "rmse", "rmse_pixels", "psnr", "ssim")
 
@@ -37,7 +38,7 @@ def run_attack(args) -> tuple[dict, Problem, torch.Tensor]:
         torch.set_num_threads(args.threads)
     problem = load_problem(args)
     gen = torch.Generator().manual_seed(args.seed)
-    clean = clean_gradient(problem.model, problem.x, problem.y)
+    clean = frontdoor.flat_gradient(problem.model, problem.x, problem.y)
     defended = defend(args.defense, args.strength, clean, (problem.model, problem.x, problem.y), args, gen)
     start = time.perf_counter()
     res = invert(

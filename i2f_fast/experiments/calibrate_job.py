@@ -15,7 +15,7 @@ import torch
 from ..audit.accounting import epsilon_spent
 from ..audit.calibrate import calibrate
 from ..audit.risk import parse_defense
-from .output import _pyplot, save_figure
+from ..files import pyplot, save_figure
 from .problem import load_problem
 
 LEVEL_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -158,7 +158,7 @@ def _epsilon_cell(epsilon) -> str:
 def save_plot(result: dict, path) -> None:
     """Predicted RMSE (the quantile, the median) against the noise std σ, or against ε for DP, with the target,
     the calibrated level and the check's attacks."""
-    plt = _pyplot()
+    plt = pyplot()
     cfg, cal = result["config"], result["calibrated"]
     dp = cfg["defense"] == "dp"
     curve = [c for c in result["curve"] if not dp or (c["epsilon"] is not None and math.isfinite(c["epsilon"]))]

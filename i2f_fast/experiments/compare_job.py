@@ -20,11 +20,11 @@ import time
 import torch
 from scipy import stats
 
-from .. import metrics
+from .. import frontdoor, metrics
 from ..attack import PRESETS, invert
 from ..influence import DEFAULT_EPS_REL, InversionInfluence
 from .output import damping_label
-from .problem import clean_gradient, defend, load_problem
+from .problem import defend, load_problem
 
 COLUMNS = (
     "sample", "label", "strength", "delta_norm", "eps", "i2f", "i2f_lower_bound", "i2f_rmse", "attack_rmse",
@@ -32,7 +32,7 @@ COLUMNS = (
 )
 
 
-def _correlations(i2f, rmse) -> dict:
+def correlations(i2f, rmse) -> dict:
     """Pearson and Spearman correlations of log I²F with log RMSE (None when undefined)."""
     pairs = [(math.log(a), math.log(b)) for a, b in zip(i2f, rmse) if a > 0 and b > 0]
     out = dict(n=len(pairs), pearson=None, pearson_p=None, spearman=None, spearman_p=None)
@@ -57,7 +57,7 @@ def run_compare(args, progress: bool = True) -> dict:
     bounds = problem.batch.pixel_bounds if args.box else None
     gen = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
-    grads = [clean_gradient(model, x[n : n + 1], y[n : n + 1]) for n in range(N)]
+    grads = [frontdoor.flat_gradient(model, x[n : n + 1], y[n : n + 1]) for n in range(N)]
     defended = [[defend(args.defense, s, grads[n], (model, x[n : n + 1], y[n : n + 1]), args, gen) for n in range(N)]
                 for s in args.strengths]
     deltas = torch.stack([torch.stack([d.delta for d in row]) for row in defended])  # (S, N, P)
@@ -102,8 +102,8 @@ def run_compare(args, progress: bool = True) -> dict:
             method=i2f.method, seed=args.seed, dtype=args.dtype,
         ),
         median_ratio=statistics.median(r["ratio"] for r in rows),
-        correlation_log_i2f_vs_log_rmse=_correlations([r["i2f"] for r in rows], [r["attack_rmse"] for r in rows]),
-        correlation_log_lower_bound_vs_log_rmse=_correlations(
+        correlation_log_i2f_vs_log_rmse=correlations([r["i2f"] for r in rows], [r["attack_rmse"] for r in rows]),
+        correlation_log_lower_bound_vs_log_rmse=correlations(
             [r["i2f_lower_bound"] for r in rows], [r["attack_rmse"] for r in rows]
         ),
         i2f_seconds=i2f_seconds,

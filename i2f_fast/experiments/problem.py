@@ -1,13 +1,11 @@
-"""The set-up shared by the ``attack`` and ``compare`` jobs: data, model, clean and defended gradients."""
+"""The set-up shared by the ``attack`` and ``compare`` jobs: data, model and the defended gradient."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .. import frontdoor
 from ..data import ImageBatch, load_dataset
 from ..defenses import DEFENSES, DefenseResult, apply_defense
 from ..models import build_model
@@ -37,13 +35,6 @@ def load_problem(args) -> Problem:
     dtype = getattr(torch, args.dtype)
     model = build_model(args.model, tuple(batch.images.shape[1:]), batch.num_classes, init=args.init, seed=args.seed)
     return Problem(batch, model.to(dtype), batch.images.to(dtype), batch.labels)
-
-
-def clean_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Flat ``(P,)`` gradient of the mean cross-entropy of ``(x, y)`` (what the client shares)."""
-    named = frontdoor.model_parameters(model)
-    grads = frontdoor.parameter_gradient(model, F.cross_entropy, {n: p.detach() for n, p in named}, x, y)
-    return frontdoor.layout_of(named).flatten([grads[n] for n, _ in named])
 
 
 def defend(name: str, strength, grads: torch.Tensor, problem_xy, args, generator) -> DefenseResult:

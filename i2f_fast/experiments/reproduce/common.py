@@ -14,14 +14,13 @@ import sys
 import torch
 import torch.nn as nn
 
-from ... import metrics
+from ... import frontdoor, metrics
 from ...attack import invert
 from ...data import DatasetUnavailableError, ImageBatch, load_dataset
 from ...influence import InversionInfluence
 from ...models import build_model
-from ..compare_job import _correlations
-from ..output import save_figure
-from ..problem import clean_gradient
+from ...files import save_figure
+from ..compare_job import correlations
 
 PAPER_EPS = 1.0
 """The damping of the paper's code (``regu = 1``), shown next to the calibrated default."""
@@ -93,7 +92,7 @@ def num_params(model: nn.Module) -> int:
 
 def sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(N, P)``: the clean shared gradient of every sample as its own batch of one."""
-    return torch.stack([clean_gradient(model, x[n : n + 1], y[n : n + 1]) for n in range(x.shape[0])])
+    return torch.stack([frontdoor.flat_gradient(model, x[n : n + 1], y[n : n + 1]) for n in range(x.shape[0])])
 
 
 def progress_bar(total: int, desc: str, enabled: bool):
@@ -159,7 +158,7 @@ def predicted_rmse(influence: InversionInfluence, deltas: torch.Tensor, objectiv
 def log_correlation(xs, ys) -> dict:
     """Pearson and Spearman correlations of log xs with log ys (``n``, ``pearson``, ``spearman`` and
     their p-values; None when undefined), as ``i2f-fast compare`` reports them."""
-    return _correlations(list(xs), list(ys))
+    return correlations(list(xs), list(ys))
 
 
 def median(values) -> float | None:

@@ -18,7 +18,7 @@ import torch.nn as nn
 from ... import metrics
 from ...attack import invert
 from ...data import ImageBatch
-from ..output import write_json
+from ...files import write_json
 from . import common
 
 

@@ -18,7 +18,7 @@ import numpy
 import torch
 
 from ... import __version__
-from ..output import atomic_path, write_json
+from ...files import atomic_path, write_json
 from . import EXPERIMENTS, PAPER_IDS, ExperimentUnavailable, load
 from .common import ReproduceInputError, check_datasets
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ...data import DatasetUnavailableError, load_dataset
 from ...influence import InversionInfluence
-from ..output import atomic_path
+from ...files import atomic_path
 from . import common
 from .resumable_attacks import attack_each
 

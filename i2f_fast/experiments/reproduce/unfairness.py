@@ -18,7 +18,7 @@ import pathlib
 import torch
 
 from ...influence import InversionInfluence
-from ..output import write_json
+from ...files import write_json
 from . import common
 from .resumable_attacks import attack_each
 
