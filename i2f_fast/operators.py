@@ -178,7 +178,7 @@ class InversionJacobian:
             self.engine = self._build_engine(named, loss_fn)
         if self.engine is not None:
             self.loss = self.engine.loss
-            grads = self.engine.gradient if not per_sample else self._per_sample_gradient()
+            grads = self.engine.gradient  # per sample: (N, *θ_i), read off the primal by the node rules
         elif self._uses_closures(batched=False):
             closures = self._func_closures()
             self.loss, grads = closures.loss, closures.gradient
@@ -199,10 +199,6 @@ class InversionJacobian:
             self.engine_unsupported = str(error)
             logger.info("InversionJacobian: structured engine not used (%s); falling back to autograd", error)
             return None
-
-    def _per_sample_gradient(self) -> list[torch.Tensor]:
-        """Per-sample parameter gradients ``(N, *θ_i)`` (one batched ``vmap`` of ``grad``)."""
-        return list(vmap(grad(self._sample_loss), in_dims=(None, 0, 0))(self._params, self._x, self._y).values())
 
     @property
     def batch_dims(self) -> int:

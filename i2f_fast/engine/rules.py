@@ -73,6 +73,11 @@ class Rule:
     def adjoint_down(self, abar: Tensor) -> list[Tensor | None]:
         raise NotImplementedError
 
+    def sample_gradient(self) -> list[Tensor]:
+        """Per-sample mode: each sample's own gradient of its loss with respect to the node's
+        parameters, ``(N, *θ)`` per slot, from the primal cached by ``prepare`` (no autograd)."""
+        return []
+
 
 def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     if a is None:
