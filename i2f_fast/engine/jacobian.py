@@ -33,6 +33,7 @@ class StructuredJacobian:
         loss_fn: ``loss_fn(output, y) -> scalar``; None is cross-entropy, mean over the batch.
         params: the trainable parameters (the slots of parameter-space vectors), in order.
         per_sample: each sample is its own batch of one, with its own ``J_n``.
+        check_finite: refuse a non-finite loss at ``x`` (see :meth:`set_primal`).
 
     Shapes: tangents are ``(k, N, *S)``; parameter-space vectors are lists with one tensor per
     parameter, ``(k, *θ_i)``, or ``(k, N, *θ_i)`` in per-sample mode.
@@ -50,6 +51,7 @@ class StructuredJacobian:
         loss_fn: Callable | None = None,
         *,
         per_sample: bool = False,
+        check_finite: bool = True,
     ):
         self.nodes, self.output = build_nodes(model, x, list(params))
         self.shapes_in = x.shape
@@ -66,7 +68,7 @@ class StructuredJacobian:
         for node in self.nodes[1:]:
             node.rule.shares_params = bool(self.shared.intersection(node.rule.param_slots))
         self._params = [p.detach() for p in params]
-        self.set_primal(x)
+        self.set_primal(x, check_finite=check_finite)
 
     # ---------------------------------------------------------------------------------- primal
     def set_primal(self, x: torch.Tensor, *, check_finite: bool = True) -> None:
