@@ -50,8 +50,9 @@ class _RestartEngine:
 
     def trial(self, xs: torch.Tensor) -> list[torch.Tensor]:
         self.engine.set_primal(self._batch(xs), check_finite=False)  # a diverged restart must not stop the rest
-        lead = (self.restarts, self.samples)
-        return [g.view(*lead, *g.shape[1:]).mean(1) for g in self.engine.gradient]
+        if self.samples == 1:
+            return [g.view(self.restarts, *g.shape[1:]) for g in self.engine.gradient]
+        return [g.view(self.restarts, self.samples, *g.shape[1:]).mean(1) for g in self.engine.gradient]
 
     def pullback(self, w: torch.Tensor) -> torch.Tensor:
         us = self.layout.views(w)  # (R, *θ_i)
