@@ -200,6 +200,17 @@ class InversionJacobian:
             logger.info("InversionJacobian: structured engine not used (%s); falling back to autograd", error)
             return None
 
+    def _per_sample_gradient(self) -> list[torch.Tensor]:
+        """Per-sample parameter gradients ``(N, *θ_i)`` (one batched ``vmap`` of ``grad``)."""
+        return list(vmap(grad(self._sample_loss), in_dims=(None, 0, 0))(self._params, self._x, self._y).values())
+
+    def sample_gradients(self) -> torch.Tensor:
+        """Flat per-sample parameter gradients ``(N, P)``: row n is ``∇_θ`` of sample n's loss as a batch
+        of one (in per-sample mode, :attr:`gradient` itself)."""
+        if self.per_sample:
+            return self.gradient
+        return flatten_tensors(self._per_sample_gradient(), 1)
+
     @property
     def batch_dims(self) -> int:
         """Leading dims of a flat parameter vector: 1 (``N``) in per-sample mode, else 0."""
