@@ -22,9 +22,11 @@ Strategies (``strategy=``), all exact; they differ in speed (``benchmarks/bench_
   about 3× cheaper than the replica graph on the paper's LeNet at k = 16).
 
 Per-sample mode (``per_sample=True``) gives each of the N samples its own Jacobian ``J_n`` (the
-paper's batch-of-one setting) and computes the N products together: every trainable parameter is
-replicated N times and the per-sample losses are evaluated with ``torch.func.vmap``, so the mixed
-second derivative is block diagonal and one backward pass serves all samples.
+paper's batch-of-one setting) and computes the N products together: the engine's node rules read
+each sample's gradient off one forward/backward and apply each sample's own blocks; the autograd
+routes replicate every trainable parameter N times and evaluate the per-sample losses with
+``torch.func.vmap``, so the mixed second derivative is block diagonal and one backward pass serves
+all samples.
 """
 from __future__ import annotations
 
