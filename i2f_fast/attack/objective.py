@@ -6,8 +6,9 @@ Routes for the trial gradients ``g'_r`` and ``Jᵀ_r w_r`` (each restart its own
 * R > 1 on the CPU: the structured engine in per-sample mode (:mod:`i2f_fast.engine`, the product
   engine I²F uses): the R restarts' samples are one batch, the node rules read each sample's
   gradient off one forward/backward, and ``Jᵀw`` is the engine's transpose sweeps with each
-  sample's own ``w``. 2.4–3.9× faster per iteration than the ``torch.func`` route on LeNet at
-  R = 8 (``benchmarks/bench_attack.py``, ``benchmarks/README.md``).
+  sample's own ``w``. On LeNet at R = 8 one step costs about half the ``torch.func`` route's
+  (5.96 against 11.24 ms, 1 thread, loaded machine) and a third of eight one-restart steps
+  (``benchmarks/bench_attack.py`` (d), ``benchmarks/README.md``).
 * R = 1: plain autograd (forward, create-graph backward, backward of ``⟨∇_θL, w⟩``), faster than
   the engine for a single restart on LeNet (1.63 against 1.89 ms per step, ``benchmarks/README.md``).
 * otherwise (a model the engine cannot represent, a custom ``loss_fn`` with N > 1 samples per
