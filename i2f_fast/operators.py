@@ -22,9 +22,11 @@ Strategies (``strategy=``), all exact; they differ in speed (``benchmarks/bench_
   about 3× cheaper than the replica graph on the paper's LeNet at k = 16).
 
 Per-sample mode (``per_sample=True``) gives each of the N samples its own Jacobian ``J_n`` (the
-paper's batch-of-one setting) and computes the N products together: every trainable parameter is
-replicated N times and the per-sample losses are evaluated with ``torch.func.vmap``, so the mixed
-second derivative is block diagonal and one backward pass serves all samples.
+paper's batch-of-one setting) and computes the N products together: the engine's node rules read
+each sample's gradient off one forward/backward and apply each sample's own blocks; the autograd
+routes replicate every trainable parameter N times and evaluate the per-sample losses with
+``torch.func.vmap``, so the mixed second derivative is block diagonal and one backward pass serves
+all samples.
 """
 from __future__ import annotations
 
@@ -178,7 +180,7 @@ class InversionJacobian:
             self.engine = self._build_engine(named, loss_fn)
         if self.engine is not None:
             self.loss = self.engine.loss
-            grads = self.engine.gradient if not per_sample else self._per_sample_gradient()
+            grads = self.engine.gradient  # per sample: (N, *θ_i), read off the primal by the node rules
         elif self._uses_closures(batched=False):
             closures = self._func_closures()
             self.loss, grads = closures.loss, closures.gradient

@@ -89,19 +89,21 @@ def test_linear_gram_form_equals_the_materialised_block(per_sample):
     assert_close(got_second[0], want_second[0])
 
 
+@pytest.mark.parametrize("channels", [4, 2])  # 2: per sample, the image-input layer's col2im adjoint too
 @pytest.mark.parametrize("per_sample", [False, True])
 @pytest.mark.parametrize("stride, padding, dilation, groups, bias", [
     (1, 1, 1, 1, True), (2, 2, 1, 1, True), (1, 0, 2, 2, False), (2, 1, 1, 2, True), (3, 1, 1, 1, False),
+    (1, 2, 2, 1, True),
 ])
-def test_conv2d(per_sample, stride, padding, dilation, groups, bias):
-    W = randn(4, 4 // groups, 3, 3)
+def test_conv2d(per_sample, stride, padding, dilation, groups, bias, channels):
+    W = randn(4, channels // groups, 3, 3)
     params = [W, randn(4)] if bias else [W]
     rule = ConvRule(0, 1 if bias else None, (stride,) * 2, (padding,) * 2, (dilation,) * 2, groups)
 
     def conv(a, w, b=None):
         return F.conv2d(a, w, b, stride, padding, dilation, groups)
 
-    check_rule(rule, conv, [randn(2, 4, 7, 6)], params, per_sample)
+    check_rule(rule, conv, [randn(2, channels, 7, 6)], params, per_sample)
 
 
 @pytest.mark.parametrize("per_sample", [False, True])

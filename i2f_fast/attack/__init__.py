@@ -17,17 +17,21 @@ and the batch shape, :func:`invert` searches for ``x'`` whose gradient matches `
   (the valid normalised image range, e.g. ``ImageBatch.pixel_bounds``) after every step, step size
   ×0.1 at ⌊T/2.667⌋, ⌊T/1.6⌋, ⌊T/1.142⌋ (≈ 3/8, 5/8, 7/8 of T iterations), as in inversefed.
 
-**Restarts run together.** The R restarts are one ``(R, *shape)`` tensor; per-restart trial
-gradients come from ``torch.func`` (``vmap`` of ``grad`` over ``functional_call``), so one batched
-forward/backward serves all restarts. Each iteration is the model's own work plus three fused ops
+**Restarts run together.** The R restarts are one ``(R, *shape)`` tensor, and each restart has
+its own Jacobian ``J_r``: on the CPU their samples go through the structured product engine in
+per-sample mode (:mod:`i2f_fast.engine`, the engine I²F uses), so one batched forward/backward
+gives every restart's trial gradient and one transpose sweep every ``Jᵀ_r w_r``; a single restart
+uses plain autograd, and models the engine cannot represent (and CUDA tensors) ``torch.func``
+(:mod:`.objective`). Each iteration is the model's own work plus three fused ops
 (:mod:`i2f_fast.ops`), each with a pure-PyTorch reference kernel that it replaces one to one:
 
 1. trial gradients ``g'`` ``(R, P)``, written into one flat buffer (:class:`~i2f_fast.flat.FlatLayout`),
-   and the closure of their vjp (forward + create-graph backward);
+   and the pullback ``w ↦ Jᵀw`` (engine: the primal cached by the node rules; autograd: the
+   create-graph backward);
 2. :func:`~i2f_fast.ops.grad_match`: matching loss ``(R,)`` and ``w = ∂dist/∂g'`` ``(R, P)`` in
    one pass over the flat buffer;
-3. the input gradient ``Jᵀw = ∇_x⟨∇_θ L(x'), w⟩`` (one backward through the cached graph; the same
-   mixed product as I²F's, DESIGN.md §1) plus ``α_TV ∇TV`` from :func:`~i2f_fast.ops.tv`;
+3. the input gradient ``Jᵀw = ∇_x⟨∇_θ L(x'), w⟩`` (the same mixed product as I²F's, DESIGN.md §1)
+   plus ``α_TV ∇TV`` from :func:`~i2f_fast.ops.tv`;
 4. :func:`~i2f_fast.ops.attack_step`: (signed) Adam step and box projection on all restarts at once,
    with the step size and bias corrections read from a precomputed device table.
 

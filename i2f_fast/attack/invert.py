@@ -265,9 +265,9 @@ def _check_bounds(bounds, shape, dtype, device):
                                f"bounds[{i}]").to(dtype=dtype, device=device)
         for i, b in enumerate(bounds)
     )
-    try:
-        if torch.broadcast_shapes(lower.shape, upper.shape, shape) != torch.Size(shape):
-            raise RuntimeError("they would enlarge the batch")
+    try:  # expand, not torch.broadcast_shapes: that one imports sympy on first use (1.7 s of a first call)
+        for b in (lower, upper):
+            b.expand(shape)  # fails when b does not broadcast to shape, or would enlarge it
     except RuntimeError as err:
         raise ValueError(f"bounds do not broadcast to shape {shape}: {err}") from err
     if not (lower < upper).all():

@@ -33,6 +33,7 @@ class StructuredJacobian:
         loss_fn: ``loss_fn(output, y) -> scalar``; None is cross-entropy, mean over the batch.
         params: the trainable parameters (the slots of parameter-space vectors), in order.
         per_sample: each sample is its own batch of one, with its own ``J_n``.
+        check_finite: refuse a non-finite loss at ``x`` (see :meth:`set_primal`).
 
     Shapes: tangents are ``(k, N, *S)``; parameter-space vectors are lists with one tensor per
     parameter, ``(k, *θ_i)``, or ``(k, N, *θ_i)`` in per-sample mode.
@@ -50,6 +51,7 @@ class StructuredJacobian:
         loss_fn: Callable | None = None,
         *,
         per_sample: bool = False,
+        check_finite: bool = True,
     ):
         self.nodes, self.output = build_nodes(model, x, list(params))
         self.shapes_in = x.shape
@@ -66,42 +68,61 @@ class StructuredJacobian:
         for node in self.nodes[1:]:
             node.rule.shares_params = bool(self.shared.intersection(node.rule.param_slots))
         self._params = [p.detach() for p in params]
-        self.set_primal(x)
+        self.set_primal(x, check_finite=check_finite)
 
     # ---------------------------------------------------------------------------------- primal
-    def set_primal(self, x: torch.Tensor) -> None:
+    def set_primal(self, x: torch.Tensor, *, check_finite: bool = True) -> None:
         """Move the linearisation point to a new input ``x`` of the traced shape (no re-tracing).
 
         Runs one forward + backward through the node rules and refreshes ``loss`` and
-        ``gradient`` (and every node's cached inputs and adjoints used by the products).
+        ``gradient`` (and every node's cached inputs and adjoints used by the products):
+        ``gradient`` is one tensor per parameter, ``θ_i``-shaped, or in per-sample mode
+        ``(N, *θ_i)``, each sample's own gradient (read off the cached primal by the node rules).
+
+        ``check_finite=False`` skips the finiteness check of the loss (a host read): an attack's
+        diverged restart must not stop the others.
 
         Raises:
             ValueError: ``x`` does not have the traced shape.
+            FloatingPointError: the loss is not finite (only with ``check_finite``).
         """
         if x.shape != self.shapes_in:
             raise ValueError(f"x must keep the traced shape {tuple(self.shapes_in)}, got {tuple(x.shape)}")
-        self.loss, self.gradient = self._primal(x, self._params)
+        with torch.enable_grad():
+            self.loss, self.gradient = self._primal(x, self._params, check_finite)
 
-    def _primal(self, x, params):
+    def _primal(self, x, params, check_finite: bool = True):
         """Run forward + backward through the rules; cache each node's inputs and adjoint."""
-        leaves = [p.detach().requires_grad_(True) for p in params]
+        # per sample, the summed gradient autograd would give is not wanted: the rules give each sample's
+        leaves = [p.detach().requires_grad_(not self.per_sample) for p in params]
         values: list[torch.Tensor] = [x.detach().requires_grad_(True)]
         for node in self.nodes[1:]:
             values.append(node.rule.forward([values[i] for i in node.inputs], [leaves[s] for s in node.rule.param_slots]))
         loss = self.loss_node.value(values[self.output])
-        if not torch.isfinite(loss):
+        if check_finite and not torch.isfinite(loss):
             raise FloatingPointError(f"the loss at x is not finite ({loss.item()})")
-        grads = torch.autograd.grad(loss, values[1:] + leaves, allow_unused=True)
+        grads = torch.autograd.grad(loss, values[1:] + ([] if self.per_sample else leaves), allow_unused=True)
         adjoints = [None] + list(grads[: len(values) - 1])
-        gradient = [torch.zeros_like(p) if g is None else g for g, p in zip(grads[len(values) - 1:], leaves)]
         for i, node in enumerate(self.nodes[1:], 1):
             dz = adjoints[i] if adjoints[i] is not None else torch.zeros_like(values[i])
             node.rule.prepare([values[j].detach() for j in node.inputs],
                               [params[s].detach() for s in node.rule.param_slots], values[i].detach(), dz)
         self.loss_node.prepare(values[self.output].detach())
+        if self.per_sample:
+            gradient = self._sample_gradient(x.shape[0])
+        else:
+            gradient = [torch.zeros_like(p) if g is None else g for g, p in zip(grads[len(values) - 1:], leaves)]
         self.shapes = [v.shape for v in values]
         self.dtype, self.device = x.dtype, x.device
         return loss.detach(), gradient
+
+    def _sample_gradient(self, n: int) -> list[torch.Tensor]:
+        """Per-sample mode: ``(N, *θ_i)`` per parameter, each node's share summed per slot."""
+        total: dict[int, torch.Tensor] = {}
+        for node in self.nodes[1:]:
+            for slot, g in zip(node.rule.param_slots, node.rule.sample_gradient()):
+                total[slot] = _add(total.get(slot), g)
+        return [total[slot] if slot in total else p.new_zeros(n, *p.shape) for slot, p in enumerate(self._params)]
 
     # ---------------------------------------------------------------------------------- sweeps
     def _forward_tangents(self, v: torch.Tensor) -> list[torch.Tensor]:

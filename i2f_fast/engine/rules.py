@@ -12,6 +12,8 @@ each rule implements the node's share of the four sweeps of ENGINE.md:
 ``adjoint_up``         transpose of ``tangent_back``: from ``(ē_i, u_θ)`` to ``ē_z`` (adjoint of
                        ``δż``) and second-order contributions to the ``ā_i``
 ``adjoint_down``       transpose of ``tangent``: ``ā_i += (∂f/∂a_i)ᵀ ā_z``
+``sample_gradient``    per-sample mode: each sample's gradient ``(N, *θ)`` of its own loss with
+                       respect to the node's parameters, from the cached primal
 =====================  =======================================================================
 
 A rule may keep state from ``adjoint_up`` to ``adjoint_down`` (the convolution merges its two
@@ -72,6 +74,11 @@ class Rule:
 
     def adjoint_down(self, abar: Tensor) -> list[Tensor | None]:
         raise NotImplementedError
+
+    def sample_gradient(self) -> list[Tensor]:
+        """Per-sample mode: each sample's own gradient of its loss with respect to the node's
+        parameters, ``(N, *θ)`` per slot, from the primal cached by ``prepare`` (no autograd)."""
+        return []
 
 
 def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
