@@ -129,7 +129,7 @@ setup(
         "pyarrow>=14",
     ],
     extras_require={"test": ["pytest>=7"], "datasets": ["torchvision"], "lpips": ["lpips>=0.1.4"],
-                    "dp": ["opacus>=1.4"], "flower": ["flwr>=1.10"]},
+                    "dp": ["opacus>=1.4"], "flower": ["flwr>=1.42"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     entry_points={"console_scripts": ["i2f-fast = i2f_fast.cli:main"]},
