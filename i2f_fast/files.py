@@ -21,6 +21,13 @@ def _finite(obj):
     return obj
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path`` (one
@@ -31,6 +38,7 @@ def atomic_path(path: Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; the file gets a normal file's permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

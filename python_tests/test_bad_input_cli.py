@@ -86,3 +86,12 @@ def test_files_are_written_atomically(tmp_path):
             raise KeyboardInterrupt
     assert json.loads(target.read_text()) == {"a": 1.0, "b": None}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_written_files_get_the_permissions_of_a_normally_created_file(tmp_path):
+    """The temporary file is created private (0600); the result must be readable like any file the user writes."""
+    reference = tmp_path / "reference"
+    reference.write_text("x")
+    target = tmp_path / "results.json"
+    write_json(target, {"a": 1})
+    assert (target.stat().st_mode & 0o777) == (reference.stat().st_mode & 0o777)
