@@ -38,6 +38,7 @@ from .. import frontdoor
 from ..influence import DEFAULT_EPS_REL
 from ..validate import validate
 from .accounting import TrainingConfig, epsilon_spent, noise_multiplier_for
+from .core import as_samples, audit
 from .risk import Defense, draw_delta
 
 CALIBRATED_DEFENSES = ("gaussian", "dp")
@@ -297,9 +298,7 @@ def _unit_defense(kind, clip, batch, sample_rate, steps, delta, accountant) -> t
 
 def _audit(model, data, defense: Defense, objective: str, eps_rel: float, seed: int, progress: bool):
     """One per-sample audit pass (:func:`i2f_fast.audit.audit`)."""
-    from . import audit as run_audit  # the package's entry point, imported late: the package imports this module
-
-    return run_audit(model, data, defense.spec, objective=objective, per_sample=True, eps_rel=eps_rel, seed=seed,
+    return audit(model, data, defense.spec, objective=objective, per_sample=True, eps_rel=eps_rel, seed=seed,
                        progress=progress)
 
 
@@ -332,17 +331,6 @@ def _solve(bias, unit, target: float, quantile: float, max_std: float) -> tuple[
     return high, at(high)
 
 
-def _samples(data, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x (k, C, H, W), y (k,))`` of the samples at ``indices`` of an ImageBatch or a Dataset of (image, label)."""
-    if hasattr(data, "images") and hasattr(data, "labels"):
-        index = torch.tensor(indices, dtype=torch.int64)
-        return data.images[index], data.labels[index]
-    items = [data[i] for i in indices]
-    x = torch.stack([torch.as_tensor(image) for image, _ in items])
-    y = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
-    return x, y
-
-
 def _subset(data, indices: list[int]):
     if hasattr(data, "subset"):
         return data.subset(indices)
@@ -358,9 +346,10 @@ def _check(model, data, calibration: Calibration, calibrated: Defense, count: in
     order = torch.argsort(scaled)[:count].tolist()
     indices = [int(table.column("index")[i].as_py()) for i in order]
     recheck = _audit(model, _subset(data, indices), calibrated, calibration.objective, calibration.eps_rel, seed, progress)
-    x, y = _samples(data, indices)
     like = next(model.parameters())
-    x, y = x.to(device=like.device, dtype=like.dtype), y.to(like.device)
+    samples = as_samples(data, model, like.dtype)  # checked as the audit checks it
+    index = torch.tensor(indices, dtype=torch.int64)
+    x, y = samples.x[index].to(like.device), samples.y[index].to(like.device)
     generator = torch.Generator().manual_seed(seed)
     deltas = torch.stack([draw_delta(calibrated, model, x[k : k + 1], y[k : k + 1], calibration.objective, generator)
                           for k in range(len(indices))])

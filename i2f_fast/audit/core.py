@@ -74,7 +74,7 @@ class AuditResult:
 
 
 @dataclass
-class _Samples:
+class Samples:
     """A dataset as tensors: images ``(N, *S)`` in the model's dtype and labels ``(N,)`` int64."""
 
     x: torch.Tensor
@@ -100,7 +100,7 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _as_samples(dataset, model: nn.Module, dtype: torch.dtype) -> _Samples:
+def as_samples(dataset, model: nn.Module, dtype: torch.dtype) -> Samples:
     """An :class:`ImageBatch` or a ``torch.utils.data.Dataset`` of ``(image, label)`` pairs as tensors,
     checked against the model (its input shape and its number of outputs).
 
@@ -133,7 +133,7 @@ def _as_samples(dataset, model: nn.Module, dtype: torch.dtype) -> _Samples:
     x = frontdoor.float_tensor(x.to(dtype) if x.is_floating_point() else x, "dataset images", min_dims=2)
     classes = frontdoor.output_classes(model, x.to(next(model.parameters()).device), "dataset samples")
     y = frontdoor.labels(y, "dataset labels", x.shape[0], classes)
-    return _Samples(x, y, name)
+    return Samples(x, y, name)
 
 
 def _world() -> tuple[int, int]:
@@ -244,7 +244,7 @@ def audit(
         raise TypeError(f"out must be a folder path or None, got {type(out).__name__}")
     if resume and out is None:
         raise ValueError("resume needs out (the folder with the finished shards)")
-    samples = _as_samples(dataset, model, dtype)
+    samples = as_samples(dataset, model, dtype)
     N = samples.x.shape[0]
     units = N if per_sample else math.ceil(N / batch_size)
     config = dict(
@@ -312,7 +312,7 @@ def audit(
     return AuditResult(table, config, time.perf_counter() - start_time, sum(counts), Path(out) if out is not None else None)
 
 
-def _chunk_rows(model, samples: _Samples, indices: list[int], defense, objective, per_sample, batch_size, eps, eps_rel,
+def _chunk_rows(model, samples: Samples, indices: list[int], defense, objective, per_sample, batch_size, eps, eps_rel,
                 seed, spectral, together, device, dtype) -> pa.Table:
     """The table rows of ``indices`` (samples per-sample, else batches): the samples of an exact
     per-sample chunk together (one batched spectrum), every other row alone with its own seed."""
