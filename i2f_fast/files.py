@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
+
+import torch
 
 
 def _finite(obj):
@@ -67,3 +70,14 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """SHA-256 (hex) of the tensors' dtypes, shapes and values: the key under which a result computed
+    from them is stored, so a changed input is never served a stale file."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

@@ -249,3 +249,13 @@ def test_command_refuses_an_out_of_another_configuration(tmp_path):
     cli.main(base)
     with pytest.raises(SystemExit, match=rf"--out {tmp_path}: holds an audit with another configuration"):
         cli.main([*base, "--defense", "gaussian:1e-2", "--resume"])
+
+
+def test_a_model_with_batchnorm_has_a_fingerprint():
+    """BatchNorm keeps a 0-dim ``num_batches_tracked`` buffer; the fingerprint covers it (and changes with it)."""
+    from i2f_fast.audit.core import model_fingerprint
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    before = model_fingerprint(model)
+    model[1].num_batches_tracked += 1
+    assert model_fingerprint(model) != before

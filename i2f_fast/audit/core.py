@@ -38,6 +38,7 @@ import torch.nn as nn
 
 from .. import frontdoor
 from ..data import ImageBatch
+from ..files import tensor_digest
 from ..influence import SPECTRAL_MAX_DIM, InversionInfluence, damping_arguments
 from ..linearised_attack import OBJECTIVES
 from ..solvers import available_memory, dense_spectrum_bytes
@@ -82,21 +83,12 @@ class Samples:
     name: str
 
 
-def _tensor_fingerprint(*tensors: torch.Tensor) -> str:
-    digest = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
 def model_fingerprint(model: nn.Module) -> str:
     """SHA-256 of a model's class, parameter and buffer names, shapes, dtypes and values."""
     digest = hashlib.sha256(type(model).__qualname__.encode())
     for name, t in model.state_dict().items():
         digest.update(name.encode())
-        digest.update(_tensor_fingerprint(t).encode())
+        digest.update(tensor_digest(t).encode())
     return digest.hexdigest()
 
 
@@ -251,7 +243,7 @@ def audit(
         model=dict(cls=type(model).__qualname__, fingerprint=model_fingerprint(model),
                    num_params=sum(p.numel() for _, p in named), dtype=str(dtype).removeprefix("torch.")),
         dataset=dict(name=samples.name, size=N, input_shape=list(samples.x.shape[1:]),
-                     fingerprint=_tensor_fingerprint(samples.x, samples.y)),
+                     fingerprint=tensor_digest(samples.x, samples.y)),
         defense=defense.spec,
         objective=objective,
         mode="per_sample" if per_sample else "batch",

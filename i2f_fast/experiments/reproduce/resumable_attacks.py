@@ -8,7 +8,6 @@ need the MSE and SSIM the paper plots and must not redo finished attacks after a
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 
@@ -18,7 +17,7 @@ import torch.nn as nn
 from ... import metrics
 from ...attack import invert
 from ...data import ImageBatch
-from ...files import write_json
+from ...files import tensor_digest, write_json
 from . import common
 
 
@@ -56,7 +55,7 @@ def attack_each(model: nn.Module, batch: ImageBatch, targets: torch.Tensor, conf
     bar = common.progress_bar(K * N, desc, progress)
     for k in range(K):
         for n in range(N):
-            key = f"{k},{n}:{_digest(targets[k, n], batch.images[n], batch.labels[n])}"
+            key = f"{k},{n}:{tensor_digest(targets[k, n], batch.images[n], batch.labels[n])[:16]}"
             if key not in cache["done"]:
                 x = batch.images[n : n + 1]
                 found = invert(model, targets[k, n], batch.labels[n : n + 1], tuple(x.shape), attack=config["attack"],
@@ -72,13 +71,3 @@ def attack_each(model: nn.Module, batch: ImageBatch, targets: torch.Tensor, conf
             bar.update()
     bar.close()
     return out
-
-
-def _digest(*tensors: torch.Tensor) -> str:
-    """A short SHA-256 digest of the tensors' values (dtype and bytes)."""
-    hasher = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        hasher.update(str(t.dtype).encode())
-        hasher.update(t.numpy().tobytes())
-    return hasher.hexdigest()[:16]
